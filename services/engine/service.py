@@ -1,0 +1,183 @@
+"""The engine process: one generation thread owns the model, fed by a bounded queue.
+
+The bus loop (main thread) only admits, cancels and answers counts; the generation thread
+loads the model, marks the service ready, then runs requests one at a time in order.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from anyclaude import bus, errors, messages
+from anyclaude.config import DEMO_MODEL, Settings
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Job:
+    call: bus.Call
+    enqueued: float = field(default_factory=time.monotonic)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def key(self) -> bytes:
+        return self.call.peer + b"/" + self.call.request_id
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled.is_set() or self.call.gone.is_set()
+
+
+class EngineService:
+    def __init__(self, settings: Settings, model_id: str):
+        self.settings = settings
+        self.model_id = model_id
+        self.model_config = settings.model(model_id)
+        self.name = f"engine-{model_id}"
+        self.core = None
+        self.jobs: dict[bytes, Job] = {}          # queued or running, for dedup and cancel
+        self.queue: queue.Queue[Job] = queue.Queue(maxsize=settings.engine.queue_size)
+        self.running: Job | None = None
+        self.counters = {"requests": 0, "completed": 0, "cancelled": 0, "failed": 0,
+                         "rejected": 0, "output_tokens": 0, "input_tokens": 0,
+                         "cache_read_tokens": 0}
+        self.load_error = ""
+        self.started = time.time()
+        self.service = bus.Service(self.name, {
+            messages.Generate: self.on_generate,
+            messages.Cancel: self.on_cancel,
+            messages.Count: self.on_count,
+        }, info=self.info)
+
+    # -- bus handlers (loop thread) --
+    def on_generate(self, call: bus.Call) -> None:
+        key = call.peer + b"/" + call.request_id
+        if key in self.jobs:  # a resend of a request we already have (Lazy Pirate)
+            call.send(messages.Accepted(self._position(self.jobs[key])))
+            return
+        if self.core is None:
+            raise errors.ServiceUnavailable(f"{self.name} is still loading the model")
+        job = Job(call)
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            self.counters["rejected"] += 1
+            raise errors.Overloaded(f"{self.name} queue is full ({self.queue.maxsize} waiting)")
+        self.jobs[key] = job
+        self.counters["requests"] += 1
+        call.send(messages.Accepted(self._position(job)))
+
+    def on_cancel(self, call: bus.Call) -> None:
+        job = self.jobs.get(call.peer + b"/" + call.request_id)
+        if job is not None:
+            job.cancelled.set()
+            log.info("engine.cancel_requested", request_id=call.request_id.decode(errors="replace"))
+
+    def on_count(self, call: bus.Call) -> None:
+        if self.core is None:
+            raise errors.ServiceUnavailable(f"{self.name} is still loading the model")
+        tokens = self.core.count(call.message.request)
+        call.send(messages.Counted(tokens, self.model_config.context_window))
+
+    def _position(self, job: Job) -> int:
+        if self.running is job:
+            return 0
+        return max(1, self.queue.qsize())
+
+    # -- generation thread --
+    def generation_loop(self) -> None:
+        try:
+            self.core = self._load()
+        except errors.AnyclaudeError as exc:
+            self.load_error = exc.message
+            log.error("engine.load_failed", model=self.model_id, error=exc.message)
+            self.service.stop()
+            return
+        self.service.mark_ready()
+        while True:
+            job = self.queue.get()
+            if job is None:
+                break
+            self._run(job)
+        self.service.close_thread_sockets()
+
+    def _run(self, job: Job) -> None:
+        rid = job.call.request_id.decode(errors="replace")
+        request = job.call.message.request
+        if job.is_cancelled():
+            log.info("engine.dropped_cancelled", request_id=rid)
+            self.counters["cancelled"] += 1
+            self.jobs.pop(job.key, None)
+            return
+        self.running = job
+        outcome = {"kind": None}
+
+        def emit(msg: messages.Message) -> None:
+            if isinstance(msg, (messages.Done, messages.Error)):
+                outcome["kind"] = msg
+            job.call.send(msg)
+
+        try:
+            self.core.generate(request, emit, job.is_cancelled)
+        except errors.AnyclaudeError as exc:
+            emit(messages.Error(exc.type, exc.message, exc.retryable))
+        except Exception as exc:
+            log.exception("engine.generate_crashed", request_id=rid)
+            emit(messages.Error("engine", f"engine failure: {exc.__class__.__name__}: {exc}", True))
+        finally:
+            self.running = None
+            self.jobs.pop(job.key, None)
+        final = outcome["kind"]
+        if isinstance(final, messages.Done):
+            self.counters["completed"] += 1
+            usage = final.usage
+            self.counters["output_tokens"] += usage.get("output_tokens", 0)
+            self.counters["input_tokens"] += usage.get("input_tokens", 0)
+            self.counters["cache_read_tokens"] += usage.get("cache_read_input_tokens", 0)
+        elif isinstance(final, messages.Error) and final.type == "cancelled":
+            self.counters["cancelled"] += 1
+        else:
+            self.counters["failed"] += 1
+
+    def _load(self):
+        from anyclaude.services.engine import blas
+        from anyclaude.services.engine.generation import EngineCore
+        path = self.model_config.path
+        if not path:
+            path = str(self._demo_model())
+        log.info("engine.loading", model=self.model_id, path=path, blas=blas.active_blas())
+        force_file = self.settings.engine.force_file or os.environ.get("ANYCLAUDE_FORCE_FILE") or None
+        core = EngineCore(path, model_id=self.model_id,
+                          context_window=self.model_config.context_window,
+                          max_output_tokens=self.model_config.max_output_tokens,
+                          prefill_step_size=self.settings.engine.prefill_step_size,
+                          tool_parser=self.model_config.tool_parser, force_file=force_file)
+        log.info("engine.loaded", model=self.model_id)
+        return core
+
+    def _demo_model(self):
+        from anyclaude.tinymodel import build_tiny_model
+        out = self.settings.cache_dir / "models" / DEMO_MODEL
+        log.warning("engine.demo_model", path=str(out),
+                    note="random-weight demo model: it answers gibberish. Set models.<id>.path "
+                         "to a real model, e.g. mlx-community/Qwen2.5-Coder-7B-Instruct-4bit")
+        return build_tiny_model(out)
+
+    def info(self) -> dict:
+        from anyclaude.services.engine import blas
+        return {"model": self.model_id, "blas": blas.active_blas(),
+                "queue": self.queue.qsize(), "busy": self.running is not None,
+                "load_error": self.load_error, **self.counters}
+
+    def run(self) -> None:
+        worker = threading.Thread(target=self.generation_loop, name="generation", daemon=True)
+        worker.start()
+        self.service.run(ready=False)
+        if self.load_error:
+            raise SystemExit(2)
