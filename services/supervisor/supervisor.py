@@ -1,0 +1,221 @@
+"""The supervisor loop: start children in dependency order, watch them, answer commands.
+
+One thread does everything: it polls the control ROUTER and the events SUB with a short
+timeout, then moves every child's state machine on. Signals only set a flag.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+import zmq
+
+from anyclaude import bus, messages
+from anyclaude.config import RestartPolicy, Settings
+from anyclaude.errors import ConfigError
+from anyclaude.services.supervisor import control, pidfile
+from anyclaude.services.supervisor.child import Child
+from anyclaude.services.supervisor.table import Planned, dependents
+
+log = structlog.get_logger()
+
+TICK_S = 0.05
+FRONTDOOR = "frontdoor"
+
+
+def child_env(plan: Planned, base: dict, run_dir: Path, config: Path | None) -> dict:
+    env = dict(base)
+    env["ANYCLAUDE_RUN_DIR"] = str(run_dir)
+    env["PYTHONUNBUFFERED"] = "1"
+    if config is not None:
+        env["ANYCLAUDE_CONFIG"] = str(config.resolve())
+    if plan.kind == "engine":
+        try:
+            from anyclaude.services.engine import blas
+        except ImportError:
+            return env
+        env = blas.engine_env(env)
+    return env
+
+
+def preflight(plans: list[Planned], settings: Settings) -> None:
+    """Problems worth a clear line before anything starts (a port already taken)."""
+    if not any(p.kind == FRONTDOOR for p in plans):
+        return
+    host, port = settings.server.host, settings.server.port
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise ConfigError(f"port {port} is in use; stop whatever listens there or choose "
+                              "another with ANYCLAUDE_SERVER_PORT or [server] port") from None
+
+
+class Supervisor:
+    def __init__(self, plans: list[Planned], policy: RestartPolicy, *, log_dir: Path,
+                 config: Path | None = None, base_env: dict | None = None,
+                 on_tick: Callable[[dict], None] | None = None, clock=time.monotonic):
+        self.plans = plans
+        self.clock = clock
+        self.run_dir = bus.run_dir()
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        base = dict(os.environ if base_env is None else base_env)
+        self.children = {p.name: Child(p, policy, log_dir, child_env(p, base, self.run_dir, config),
+                                       clock=clock) for p in plans}
+        self.order = [p.name for p in plans]
+        self.on_tick = on_tick
+        self.stopping = False
+        self.signals = 0
+        self.started_at = clock()
+
+    # -- commands (see control.py) --
+    def request_stop(self, why: str) -> None:
+        if not self.stopping:
+            log.info("supervisor.stopping", why=why)
+        self.stopping = True
+
+    def status(self) -> dict:
+        now = self.clock()
+        return {
+            "supervisor": {"pid": os.getpid(), "uptime_s": round(now - self.started_at, 1),
+                           "state": "stopping" if self.stopping else "running",
+                           "run_dir": str(self.run_dir), "log_dir": str(self.log_dir)},
+            "services": [self.children[name].status(now) for name in self.order],
+        }
+
+    # -- the loop --
+    def run(self) -> None:
+        """Run until stopped; returns once every child is gone. Needs the pidfile lock."""
+        removed = pidfile.clean_sockets(self.run_dir)
+        if removed:
+            log.info("supervisor.stale_sockets_removed", sockets=removed)
+        ctx = zmq.Context()
+        control_sock = bus.make_socket(ctx, zmq.ROUTER)
+        events = bus.make_socket(ctx, zmq.SUB)
+        events.setsockopt(zmq.SUBSCRIBE, b"")
+        restore = self._install_signals()
+        try:
+            control_sock.bind(bus.endpoint("control"))
+            events.bind(bus.endpoint("events"))
+            poller = zmq.Poller()
+            poller.register(control_sock, zmq.POLLIN)
+            poller.register(events, zmq.POLLIN)
+            log.info("supervisor.started", services=self.order)
+            while True:
+                self._step(self.clock())
+                if self.on_tick is not None:
+                    self.on_tick(self.status())
+                if self.stopping and self._all_down():
+                    break
+                for sock, _ in poller.poll(int(TICK_S * 1000)):
+                    if sock is control_sock:
+                        self._drain_control(control_sock)
+                    else:
+                        self._drain_events(events)
+        finally:
+            self._kill_all()
+            control_sock.close(0)
+            events.close(0)
+            ctx.term()
+            pidfile.clean_sockets(self.run_dir)
+            restore()
+            log.info("supervisor.stopped")
+
+    def _step(self, now: float) -> None:
+        for name in self.order:
+            self.children[name].tick(now)
+        if self.stopping:
+            if self.signals > 1:
+                self._kill_all()
+            for name in reversed(self.order):
+                child = self.children[name]
+                if child.state in ("starting", "ready", "backoff") and all(
+                        self._down(d) for d in dependents(self.plans, name)):
+                    child.stop()
+            return
+        for name in self.order:
+            child = self.children[name]
+            if (child.state == "stopped" or child.due(now)) and self._deps_settled(child):
+                child.start()
+
+    def _deps_settled(self, child: Child) -> bool:
+        return all(self.children[d].settled for d in child.plan.depends_on)
+
+    def _down(self, name: str) -> bool:
+        return self.children[name].state in ("stopped", "fatal")
+
+    def _all_down(self) -> bool:
+        return all(self._down(name) for name in self.order)
+
+    def _kill_all(self) -> None:
+        for child in self.children.values():
+            child.kill_now()
+        for child in self.children.values():
+            if child.proc is not None:
+                try:
+                    child.proc.wait(timeout=5)
+                except Exception:
+                    log.error("supervisor.child_unkillable", child=child.name)
+                if child.state in ("starting", "ready", "stopping"):
+                    child.state = "stopped"
+
+    # -- sockets --
+    def _drain_control(self, sock: zmq.Socket) -> None:
+        for _ in range(100):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            peer, body = frames[0], frames[1:]
+            request_id = body[1] if len(body) >= 2 else b""
+            try:
+                msg, request_id = messages.decode(body)
+            except messages.WireError as exc:
+                reply = messages.Error("bad_frame", str(exc))
+            else:
+                reply = control.handle(self, msg)
+            try:
+                sock.send_multipart([peer, *messages.encode(reply, request_id)], zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                log.info("supervisor.reply_undelivered", error=str(exc))
+
+    def _drain_events(self, sock: zmq.Socket) -> None:
+        for _ in range(1000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                beat, _ = messages.decode(frames)
+            except messages.WireError:
+                continue
+            if isinstance(beat, messages.Heartbeat):
+                child = self.children.get(beat.service)
+                if child is not None:
+                    child.heartbeat(beat.pid, beat.info)
+
+    # -- signals --
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum, _frame):
+            self.signals += 1
+            self.request_stop(signal.Signals(signum).name)
+
+        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, on_signal) for sig in wanted}
+
+        def restore():
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return restore
