@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from anyclaude import bus, errors, messages
-from anyclaude.config import DEMO_MODEL, Settings
+from anyclaude.config import Settings
 
 log = structlog.get_logger()
 
@@ -86,9 +86,9 @@ class EngineService:
         call.send(messages.Counted(tokens, self.model_config.context_window))
 
     def _position(self, job: Job) -> int:
-        if self.running is job:
-            return 0
-        return max(1, self.queue.qsize())
+        """Requests ahead of this one (0: it runs next or now)."""
+        ahead = self.queue.qsize() - 1 + (self.running is not None)
+        return max(0, ahead)
 
     # -- generation thread --
     def generation_loop(self) -> None:
@@ -162,12 +162,12 @@ class EngineService:
         return core
 
     def _demo_model(self):
-        from anyclaude.tinymodel import build_tiny_model
-        out = self.settings.cache_dir / "models" / DEMO_MODEL
+        from anyclaude.tinymodel import ensure_tiny_model
+        out = self.settings.cache_dir / "models"
         log.warning("engine.demo_model", path=str(out),
                     note="random-weight demo model: it answers gibberish. Set models.<id>.path "
                          "to a real model, e.g. mlx-community/Qwen2.5-Coder-7B-Instruct-4bit")
-        return build_tiny_model(out)
+        return ensure_tiny_model(out)
 
     def info(self) -> dict:
         from anyclaude.services.engine import blas

@@ -1,0 +1,237 @@
+"""EngineCore: one model, one request at a time, in the caller's thread.
+
+    core = EngineCore(path, model_id=..., context_window=..., max_output_tokens=...)
+    core.count(request) -> int          exact prompt tokens (template + tools)
+    core.generate(request, emit, cancelled)
+
+``generate`` sends ``Progress`` during prefill, ``Delta`` batches of neutral events while
+decoding, then exactly one ``Done`` or ``Error`` (anyclaude.messages). ``cancelled()`` is
+polled between prefill steps and between tokens.
+
+The path of a request: render the chat template to ids -> check the context window ->
+pick a prompt cache (``_prepare_cache``; a fresh one for now) -> stream_generate with the
+sampler and, for tests, a forcing logits processor -> decode tokens to text -> cut at stop
+sequences -> parse tool calls and thinking (output.py) -> batch events -> Done with usage.
+"""
+
+from __future__ import annotations
+
+import time
+
+from anyclaude import errors
+from anyclaude.logs import get_logger
+from anyclaude.messages import Delta, Done, Error, Progress
+
+from .forcing import ForcedText, ForceRules, encode_exact
+from .model import load_model
+from .output import OutputParser, choose_family
+from .streamtext import EventBatcher, IncrementalDecoder, StopMatcher
+from .template import ChatRenderer
+
+log = get_logger()
+
+ANTHROPIC_DEFAULT_TEMPERATURE = 1.0
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class EngineCore:
+    def __init__(self, model_path: str, *, model_id: str, context_window: int,
+                 max_output_tokens: int, prefill_step_size: int = 256,
+                 tool_parser: str = "auto", force_file: str | None = None,
+                 delta_interval: float = 0.03):
+        self.loaded = load_model(model_path, model_id=model_id)
+        self.model = self.loaded.model
+        self.tokenizer = self.loaded.tokenizer
+        self.model_id = model_id
+        self.context_window = int(context_window)
+        self.max_output_tokens = int(max_output_tokens)
+        self.prefill_step_size = int(prefill_step_size)
+        self.delta_interval = delta_interval
+        self.renderer = ChatRenderer(self.tokenizer, model_id=model_id)
+        try:
+            self.family = choose_family(self.loaded.chat_template, self.loaded.model_type,
+                                        None if tool_parser in ("", "auto") else tool_parser)
+        except ValueError as exc:
+            raise errors.ConfigError(f"models.{model_id}.tool_parser: {exc}") from None
+        self.forcing = ForceRules(force_file)
+        self.eos_ids = set(self.tokenizer.eos_token_ids)
+        self.eos_id = self.tokenizer.eos_token_id
+        if self.eos_id is None:
+            self.eos_id = min(self.eos_ids) if self.eos_ids else 0
+        self.special_tokens = tuple(getattr(self.tokenizer, "all_special_tokens", ()) or ())
+        log.info("engine.core.ready", model=model_id, family=self.family,
+                 context_window=self.context_window, max_output_tokens=self.max_output_tokens,
+                 prefill_step_size=self.prefill_step_size)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.loaded.fingerprint
+
+    # -- public -----------------------------------------------------------------------------
+
+    def count(self, request: dict) -> int:
+        """Exactly the number of tokens ``generate`` prefills for this request."""
+        return len(self.renderer.render(request))
+
+    def generate(self, request: dict, emit, cancelled) -> None:
+        state = {"sent": False}
+
+        def send(msg):
+            if isinstance(msg, Delta):
+                state["sent"] = True
+            emit(msg)
+
+        try:
+            send(self._generate(request, send, cancelled))
+        except _Cancelled:
+            log.info("engine.generate.cancelled", model=self.model_id)
+            send(Error("cancelled", "request cancelled", False))
+        except errors.AnyclaudeError as exc:
+            send(Error(exc.type, exc.message, exc.retryable))
+        except Exception as exc:
+            log.exception("engine.generate.failed", model=self.model_id)
+            # Safe to retry only while nothing has reached the client.
+            send(Error("engine", f"engine failure: {exc.__class__.__name__}: {exc}",
+                       not state["sent"]))
+
+    # -- the request path -------------------------------------------------------------------
+
+    def _generate(self, request: dict, send, cancelled) -> Done:
+        from mlx_lm import stream_generate
+        import mlx.core as mx
+
+        started = time.monotonic()
+        prompt = self.renderer.render_prompt(request)
+        ids = prompt.ids
+        n_prompt = len(ids)
+        if n_prompt > self.context_window - 1:  # room for at least one output token
+            raise errors.PromptTooLong(n_prompt, self.context_window - 1)
+        max_tokens = self._clamp_max_tokens(request, n_prompt)
+        sampler = self._sampler(request)
+        processors = self._forcing(request)
+        tools = request.get("tools") or []
+        if (request.get("tool_choice") or {}).get("type") == "none":
+            tools = []
+        parser = OutputParser(family=self.family, tools=tools, thinking=bool(request.get("thinking")),
+                              starts_in_thinking=prompt.starts_in_thinking,
+                              special_tokens=self.special_tokens)
+        stops = StopMatcher(request.get("stop_sequences") or [])
+        decoder = IncrementalDecoder(self.tokenizer)
+        batcher = EventBatcher(lambda events: send(Delta(events=events)),
+                               interval=self.delta_interval)
+
+        cache, reused = self._prepare_cache(ids)
+        log.info("engine.generate.start", model=self.model_id, prompt_tokens=n_prompt,
+                 reused_tokens=reused, max_tokens=max_tokens, forced=bool(processors))
+
+        def progress(processed: int, total: int) -> None:
+            if cancelled():
+                raise _Cancelled()
+            send(Progress(processed=reused + processed, total=n_prompt))
+
+        generated: list[int] = []   # every token the model produced, EOS included
+        finish = "end_turn"
+        first_token_at = None
+        responses = stream_generate(
+            self.model, self.tokenizer, mx.array(ids[reused:]), max_tokens=max_tokens,
+            sampler=sampler, logits_processors=processors, prompt_cache=cache,
+            prefill_step_size=self.prefill_step_size, prompt_progress_callback=progress)
+        try:
+            for response in responses:
+                if first_token_at is None:
+                    first_token_at = time.monotonic()
+                generated.append(response.token)
+                if response.finish_reason == "stop":     # EOS: never text
+                    break
+                text = stops.feed(decoder.add(response.token))
+                batcher.add(parser.feed(text) if text else [])
+                if stops.matched is not None:
+                    finish = "stop_sequence"
+                    break
+                if response.finish_reason == "length":
+                    finish = "max_tokens"
+                    break
+                if cancelled():
+                    raise _Cancelled()
+        finally:
+            responses.close()
+            self._finish_cache(cache, ids + generated)
+        if finish != "stop_sequence":
+            tail = stops.feed(decoder.flush())
+            tail += stops.flush() if stops.matched is None else ""
+            if stops.matched is not None:
+                finish = "stop_sequence"
+            batcher.add(parser.feed(tail) if tail else [])
+        batcher.add(parser.finish())
+        batcher.flush()
+        if finish == "end_turn" and parser.tool_calls > 0:
+            finish = "tool_use"
+
+        output_tokens = sum(1 for t in generated if t not in self.eos_ids)
+        done_at = time.monotonic()
+        ttft = (first_token_at or done_at) - started
+        decode_s = done_at - (first_token_at or done_at)
+        log.info("engine.generate.done", model=self.model_id, stop_reason=finish,
+                 prompt_tokens=n_prompt, output_tokens=output_tokens, ttft_s=round(ttft, 3),
+                 prefill_tps=round((n_prompt - reused) / ttft, 1) if ttft > 0 else None,
+                 decode_tps=round((output_tokens - 1) / decode_s, 1) if decode_s > 0 else None,
+                 peak_mb=round(mx.get_peak_memory() / 2**20, 1))
+        return Done(stop_reason=finish, stop_sequence=stops.matched,
+                    usage=self._usage(n_prompt, reused, output_tokens))
+
+    # -- pieces -----------------------------------------------------------------------------
+
+    def _clamp_max_tokens(self, request: dict, n_prompt: int) -> int:
+        asked = int(request.get("max_tokens") or self.max_output_tokens)
+        allowed = min(asked, self.max_output_tokens, self.context_window - n_prompt)
+        if allowed < asked:
+            log.info("engine.max_tokens_clamped", model=self.model_id, requested=asked,
+                     clamped=allowed, max_output_tokens=self.max_output_tokens,
+                     room_in_context=self.context_window - n_prompt)
+        return max(1, allowed)
+
+    def _sampler(self, request: dict):
+        from mlx_lm.sample_utils import make_sampler
+
+        defaults = self.loaded.generation_defaults
+        temp = request.get("temperature")
+        if temp is None:
+            temp = defaults.get("temperature", ANTHROPIC_DEFAULT_TEMPERATURE)
+        top_p = request.get("top_p")
+        if top_p is None:
+            top_p = defaults.get("top_p", 0.0)
+        top_k = request.get("top_k")
+        if top_k is None:
+            top_k = defaults.get("top_k", 0)
+        return make_sampler(temp=float(temp), top_p=float(top_p), top_k=int(top_k))
+
+    def _forcing(self, request: dict):
+        say = self.forcing.pick(request)
+        if say is None:
+            return None
+        return [ForcedText(encode_exact(self.tokenizer, say), self.eos_id)]
+
+    def _usage(self, n_prompt: int, reused: int, output_tokens: int) -> dict:
+        # Anthropic: total input = input_tokens + cache_read + cache_creation.
+        return {"input_tokens": n_prompt - reused, "output_tokens": output_tokens,
+                "cache_read_input_tokens": reused, "cache_creation_input_tokens": 0}
+
+    # -- prompt cache (the prefix cache plugs in here) --------------------------------------
+
+    def _prepare_cache(self, ids: list[int]):
+        """(prompt cache, number of leading ``ids`` it already holds). The remainder
+        ``ids[reused:]`` must not be empty: on an exact hit, trim one token and re-feed it."""
+        from mlx_lm.models.cache import make_prompt_cache
+
+        return make_prompt_cache(self.model), 0
+
+    def _finish_cache(self, cache, tokens: list[int]) -> None:
+        """Called after every generation (also on stop, cancel and errors once decoding
+        began). ``cache`` now holds the KV of ``tokens`` = the prompt ids + every token the
+        model produced, EOS included (mlx-lm feeds a token before yielding it); after a
+        cancel during prefill it holds a prefix of the prompt only (check cache[0].offset).
+        Nothing is kept yet."""
+        return None

@@ -1,0 +1,174 @@
+"""Load a model with mlx-lm from a local directory or a Hugging Face id, and fingerprint it.
+
+``path`` "" (the config default) means the built-in offline demo model
+(:func:`anyclaude.tinymodel.ensure_tiny_model`). A hub id is first looked up in the local
+Hugging Face cache, then downloaded; without network the error says what to do instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anyclaude.errors import ConfigError
+from anyclaude.logs import get_logger
+
+from .blas import active_blas
+
+log = get_logger()
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_SAMPLES = 16          # chunks of each weights file read for the fingerprint
+_SAMPLE_BYTES = 4096
+
+
+class ModelLoadError(ConfigError):
+    """The configured model cannot be found, fetched or loaded."""
+    type = "config"
+
+
+@dataclass
+class LoadedModel:
+    model: Any                      # mlx.nn.Module
+    tokenizer: Any                  # mlx_lm TokenizerWrapper
+    path: Path
+    model_id: str
+    config: dict
+    fingerprint: str
+    generation_defaults: dict = field(default_factory=dict)  # generation_config.json sampling
+
+    @property
+    def model_type(self) -> str | None:
+        return self.config.get("model_type")
+
+    @property
+    def chat_template(self) -> str | None:
+        template = getattr(self.tokenizer, "chat_template", None)
+        return template if isinstance(template, str) else None
+
+
+def load_model(path_or_id: str, *, model_id: str = "") -> LoadedModel:
+    """Resolve, load and fingerprint a model; log progress as ``engine.model.*`` lines."""
+    model_id = model_id or path_or_id or "demo"
+    started = time.monotonic()
+    path = resolve_model_path(path_or_id, model_id=model_id)
+    log.info("engine.model.loading", model=model_id, path=str(path))
+    try:
+        from mlx_lm import load
+        model, tokenizer, config = load(str(path), return_config=True)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"model {model_id}: {path} is not a complete MLX model directory "
+                             f"({exc}); it needs config.json, model*.safetensors, "
+                             "tokenizer.json and tokenizer_config.json") from None
+    except ValueError as exc:
+        raise ModelLoadError(f"model {model_id}: mlx-lm cannot load {path}: {exc}") from None
+    loaded = time.monotonic()
+    fp = fingerprint(path)
+    import mlx.core as mx
+    log.info("engine.model.ready", model=model_id, path=str(path), fingerprint=fp,
+             model_type=config.get("model_type"), blas=active_blas(),
+             load_s=round(loaded - started, 2), fingerprint_s=round(time.monotonic() - loaded, 2),
+             active_mb=round(mx.get_active_memory() / 2**20, 1))
+    return LoadedModel(model=model, tokenizer=tokenizer, path=path, model_id=model_id,
+                       config=config, fingerprint=fp,
+                       generation_defaults=_generation_defaults(path))
+
+
+def resolve_model_path(path_or_id: str, *, model_id: str = "") -> Path:
+    """A local directory for ``path_or_id``: the demo model for "", an existing directory as
+    is, a hub id from the local cache or downloaded. Raises ModelLoadError with advice."""
+    model_id = model_id or path_or_id or "demo"
+    if not path_or_id:
+        from anyclaude.tinymodel import ensure_tiny_model
+        log.info("engine.model.demo", model=model_id)
+        return ensure_tiny_model()
+    local = Path(path_or_id).expanduser()
+    if local.is_dir():
+        return local
+    if local.exists() or path_or_id.startswith(("/", ".", "~")) or not _HUB_ID.match(path_or_id):
+        raise ModelLoadError(f"model {model_id}: {path_or_id} is not a model directory; set "
+                             f"models.{model_id}.path to a local MLX model directory or a "
+                             "Hugging Face id such as mlx-community/Qwen3-4B-4bit")
+    return _from_hub(path_or_id, model_id)
+
+
+def _from_hub(repo: str, model_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
+
+    try:
+        path = snapshot_download(repo, local_files_only=True, allow_patterns=DEFAULT_ALLOW_PATTERNS)
+        log.info("engine.model.cached", model=model_id, repo=repo, path=path)
+        return Path(path)
+    except Exception:  # not (completely) in the local cache
+        pass
+    log.info("engine.model.downloading", model=model_id, repo=repo)
+    advice = (f"Download it on a connected machine (`huggingface-cli download {repo}`), copy "
+              f"the directory here and set models.{model_id}.path to that local directory")
+    try:
+        path = snapshot_download(repo, allow_patterns=DEFAULT_ALLOW_PATTERNS)
+    except GatedRepoError:
+        raise ModelLoadError(f"could not download {repo}: the repository is gated; accept its "
+                             "license on huggingface.co and log in (`huggingface-cli login`), "
+                             f"or: {advice}") from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(f"could not download {repo}: no such model on the Hugging Face hub "
+                             f"(check the spelling of models.{model_id}.path)") from None
+    except Exception as exc:  # offline, DNS, proxy, timeouts: huggingface_hub wraps them variously
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ModelLoadError(f"could not download {repo}: no network access to the Hugging Face "
+                             f"hub ({reason}). {advice}") from None
+    log.info("engine.model.downloaded", model=model_id, repo=repo, path=path)
+    return Path(path)
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """A stable id of the model's weights and tokenizer for cache keys.
+
+    Hashes config.json, the tokenizer files and chat template in full, and for each weights
+    file its name, size, safetensors header and evenly spaced samples of its bytes - so a
+    copy of the directory has the same fingerprint, and a different checkpoint of the same
+    shape a different one, without reading gigabytes.
+    """
+    path = Path(path)
+    h = hashlib.sha256()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+                 "tokenizer.model"):
+        f = path / name
+        if f.is_file():
+            h.update(name.encode() + b"\0" + f.read_bytes() + b"\0")
+    for f in sorted(path.glob("*.safetensors")):
+        size = f.stat().st_size
+        h.update(f"{f.name}\0{size}\0".encode())
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            h.update(head)
+            if len(head) == 8:
+                h.update(fh.read(min(int.from_bytes(head, "little"), 100_000_000)))
+            for i in range(_SAMPLES):
+                fh.seek(size * i // _SAMPLES)
+                h.update(fh.read(_SAMPLE_BYTES))
+    return h.hexdigest()[:32]
+
+
+def _generation_defaults(path: Path) -> dict:
+    """temperature / top_p / top_k from generation_config.json, for requests without them."""
+    try:
+        cfg = json.loads((path / "generation_config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for key, kind in (("temperature", float), ("top_p", float), ("top_k", int)):
+        value = cfg.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = kind(value)
+    if cfg.get("do_sample") is False:
+        out["temperature"] = 0.0
+    return out

@@ -1,0 +1,192 @@
+"""Raw model text -> neutral engine events, incrementally.
+
+    parser = OutputParser(family=choose_family(template, model_type, None), tools=tools,
+                          thinking=True, starts_in_thinking=False, special_tokens=specials)
+    for piece in pieces:            # decoded text, in pieces of any size
+        send(parser.feed(piece))
+    send(parser.finish())           # at the end of generation: everything held back
+
+Events (dicts): ``{"type": "text", "text"}``, ``{"type": "thinking", "text"}``,
+``{"type": "tool_start", "id": "toolu_…", "name"}``, ``{"type": "tool_args", "json"}``,
+``{"type": "tool_end"}``. A tool call is sent only once it is complete and checked: its
+``tool_start``, one ``tool_args`` holding the exact compact JSON object of its input, and its
+``tool_end`` come together. A call that cannot be used (unknown tool, unparseable, arguments
+that do not fit the schema and cannot be repaired) is shown as its raw text, and a warning
+``engine.toolcall.unparsed`` is logged: nothing the model wrote is silently dropped, except
+special tokens and thinking when thinking is off.
+
+The stages: special tokens are removed from the text (``_SpecialStripper``), then the content
+scanner (toolcall_scan.py) splits thinking, text and calls; the call readers live in
+toolcall_json.py, toolcall_xml.py and toolcall_mistral.py, the schema check in schema_repair.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from typing import Callable, Iterable
+
+import structlog
+
+from .schema_repair import repair_args, resolve_tool
+from .toolcall_base import Candidate
+from .toolcall_scan import FAMILIES, ContentScanner
+from .toolcall_xml import type_params
+
+__all__ = ["FAMILIES", "OutputParser", "choose_family", "new_tool_id"]
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+# Markers the parser reads itself: never stripped, even when listed as special tokens.
+STRUCTURAL = frozenset({"<think>", "</think>", "<tool_call>", "</tool_call>", "[TOOL_CALLS]",
+                        "[ARGS]", "[CALL_ID]", "<|python_tag|>"})
+_STRUCTURAL_PREFIXES = ("<function", "</function", "<parameter", "</parameter")
+
+_MISTRAL_TYPES = {"mistral", "mistral3", "mixtral", "ministral", "pixtral"}
+
+
+def new_tool_id() -> str:
+    """``toolu_`` and 24 random base62 characters."""
+    return "toolu_" + "".join(secrets.choice(_BASE62) for _ in range(24))
+
+
+def choose_family(chat_template: str | None, model_type: str | None, override: str | None) -> str:
+    """The tool-call format to parse: from ``override`` unless it is None or "auto", else
+    from the markers the chat template renders, else from the model type, else "none"."""
+    if override is not None and str(override).strip().lower() not in ("", "auto"):
+        family = str(override).strip().lower()
+        if family not in FAMILIES:
+            raise ValueError(f"unknown tool-call family {override!r}; allowed: auto, "
+                             + ", ".join(FAMILIES))
+        return family
+    if isinstance(chat_template, dict):
+        chat_template = "\n".join(str(v) for v in chat_template.values())
+    elif isinstance(chat_template, list):
+        chat_template = "\n".join(str(t.get("template", "")) if isinstance(t, dict) else str(t)
+                                  for t in chat_template)
+    template = chat_template or ""
+    if "<tool_call>" in template and ("<function=" in template or "<parameter=" in template):
+        return "qwen3_coder"
+    if "[TOOL_CALLS]" in template:
+        return "mistral"
+    if "<tool_call>" in template:
+        return "hermes"
+    if "<|python_tag|>" in template or ("<|start_header_id|>" in template and '"parameters"' in template):
+        return "llama3"
+    kind = (model_type or "").strip().lower()
+    if kind.startswith("qwen"):
+        return "hermes"
+    if kind in _MISTRAL_TYPES:
+        return "mistral"
+    if kind == "llama":
+        return "llama3"
+    return "none"
+
+
+class _SpecialStripper:
+    """Removes special tokens from streamed text, holding back a possible partial one."""
+
+    def __init__(self, tokens: Iterable[str]):
+        kept = {t for t in tokens if isinstance(t, str) and t and t not in STRUCTURAL
+                and not t.startswith(_STRUCTURAL_PREFIXES)}
+        ordered = sorted(kept, key=len, reverse=True)
+        self._re = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._prefixes = {t[:k] for t in kept for k in range(1, len(t))}
+        self._longest = max((len(t) for t in kept), default=0)
+        self._buf = ""
+
+    def feed(self, text: str) -> str:
+        if self._re is None:
+            return text
+        text = self._re.sub("", self._buf + text)
+        keep = 0
+        for k in range(min(self._longest - 1, len(text)), 0, -1):
+            if text[-k:] in self._prefixes:
+                keep = k
+                break
+        self._buf = text[len(text) - keep:]
+        return text[:len(text) - keep]
+
+    def finish(self) -> str:
+        out, self._buf = self._buf, ""
+        return out
+
+
+def _merge(events: list[dict]) -> list[dict]:
+    out: list[dict] = []
+    for event in events:
+        kind = event["type"]
+        if out and kind in ("text", "thinking") and out[-1]["type"] == kind:
+            out[-1] = {"type": kind, "text": out[-1]["text"] + event["text"]}
+        else:
+            out.append(event)
+    return out
+
+
+class OutputParser:
+    """One generation's output. ``feed`` pieces as they are decoded, then ``finish`` once.
+
+    family: one of FAMILIES (see ``choose_family``). tools: the request's custom tools
+    ``{name, description, input_schema}``. thinking: emit thinking events (False drops the
+    thought). starts_in_thinking: the prompt ends inside an opened ``<think>``.
+    special_tokens: template tokens that must never reach the text. new_id: id factory
+    (tests pass a deterministic one).
+    """
+
+    def __init__(self, *, family: str, tools: list[dict], thinking: bool,
+                 starts_in_thinking: bool = False, special_tokens: Iterable[str] = (),
+                 new_id: Callable[[], str] | None = None):
+        self.family = family
+        self._tools = [t for t in tools or [] if isinstance(t, dict) and isinstance(t.get("name"), str)]
+        self._new_id = new_id or new_tool_id
+        self._strip = _SpecialStripper(special_tokens)
+        self._scan = ContentScanner(family, emit_thinking=thinking,
+                                    starts_in_thinking=starts_in_thinking,
+                                    is_known=lambda name: resolve_tool(name, self._tools) is not None,
+                                    finalize=self._finalize)
+        self._finished = False
+        self.tool_calls = 0
+
+    def feed(self, text: str) -> list[dict]:
+        if self._finished:
+            raise RuntimeError("OutputParser.feed() after finish()")
+        if not text:
+            return []
+        return _merge(self._scan.feed(self._strip.feed(text)))
+
+    def finish(self) -> list[dict]:
+        if self._finished:
+            return []
+        self._finished = True
+        return _merge(self._scan.feed(self._strip.finish()) + self._scan.finish())
+
+    def _finalize(self, item: Candidate) -> list[dict] | None:
+        """A read call -> its three events, or None (logged) when it is not usable."""
+        if item.error is not None:
+            return self._unparsed(item, item.error)
+        tool = resolve_tool(item.name, self._tools)
+        if tool is None:
+            return self._unparsed(item, f"unknown tool {item.name!r}")
+        schema = tool.get("input_schema") if isinstance(tool.get("input_schema"), dict) else {}
+        args = type_params(item.args, schema) if item.xml else item.args
+        fixed, reason = repair_args(args, schema)
+        if reason is not None:
+            return self._unparsed(item, f"arguments do not fit the schema: {reason}")
+        try:
+            text = json.dumps(fixed, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            return self._unparsed(item, "arguments hold a number JSON cannot carry (NaN, Infinity)")
+        if tool["name"] != item.name or fixed != args:
+            structlog.get_logger().info("engine.toolcall.repaired", tool=tool["name"],
+                                        called=item.name, family=self.family)
+        self.tool_calls += 1
+        return [{"type": "tool_start", "id": self._new_id(), "name": tool["name"]},
+                {"type": "tool_args", "json": text},
+                {"type": "tool_end"}]
+
+    def _unparsed(self, item: Candidate, reason: str) -> None:
+        structlog.get_logger().warning("engine.toolcall.unparsed", reason=reason,
+                                       family=self.family, tool=item.name,
+                                       raw=item.raw[:500])
+        return None

@@ -1,0 +1,332 @@
+"""The engine's prefix cache: reuse the KV of the longest common token prefix across
+requests and sessions, in memory (LRU by bytes) and, behind it, on disk (the kvstore).
+
+    pc = PrefixCache(model, memory_budget_bytes=..., fingerprint=..., block_tokens=256,
+                     store=KVStoreClient(settings.kv_dir) or None)
+    cache, reused, source = pc.fetch(ids)     # prefill ids[reused:] into cache
+    ... stream_generate(..., prompt_cache=cache) ...
+    pc.store(ids + generated, cache)          # takes ownership of cache
+    pc.pin(ids[:n_system_and_tools])          # the active session's prefix survives side calls
+
+Lookup: the prompt's chained block hashes find the entries sharing its longest
+block-aligned prefix; comparing token arrays then gives the exact common prefix, inside a
+block too. An entry longer than the common prefix is cut back to it.
+
+Memory: an entry keeps the KV buffers of the cache handed to ``store`` (no copy); nobody
+writes into them again. ``fetch`` hands out fresh KVCache objects whose arrays are slices of
+those buffers, exactly as long as the reused prefix, so mlx-lm's first update allocates a
+new buffer and copies the prefix into it: copy-on-write, costing one copy of the reused
+prefix per fetch (which mlx-lm would allocate anyway) and nothing per entry. An entry
+that is a prefix of a newer one is dropped (the newer one serves it).
+
+Pinning: while the pinned prefix is cached, evicting its last holder keeps a copy of just
+the pinned tokens, which is itself never evicted.
+
+Models whose caches are not plain KVCache (rotating windows, recurrent layers) reuse an
+entry only when the whole entry is a prefix of the prompt, and skip the disk.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+from mlx_lm.models.cache import (KVCache, can_trim_prompt_cache, make_prompt_cache,
+                                 trim_prompt_cache)
+
+from anyclaude.logs import get_logger
+from anyclaude.services.kvstore.client import PutJob
+from anyclaude.services.kvstore.files import CacheFileError, chain_hashes
+
+from .cache_files import DTYPES, disk_layers, load_checked
+
+log = get_logger()
+
+KNOWN_ON_DISK_S = 600.0     # trust "this prefix is on disk" this long, then write again
+
+
+@dataclass(eq=False)
+class _Entry:
+    ids: np.ndarray         # int32 token ids the KV covers
+    hashes: list            # chained hashes of its full blocks
+    layers: list            # plain KV: [(keys, values)] buffers >= len(ids); else the cache
+    nbytes: int
+    sliceable: bool
+    pinned: bool = False
+
+
+def _lcp(a: np.ndarray, b: np.ndarray, limit: int) -> int:
+    m = min(len(a), len(b), limit)
+    diff = np.flatnonzero(a[:m] != b[:m])
+    return int(diff[0]) if diff.size else m
+
+
+def _plain(cache: list) -> bool:
+    return bool(cache) and all(type(c) is KVCache for c in cache)
+
+
+class PrefixCache:
+    def __init__(self, model, *, memory_budget_bytes: int, fingerprint: str,
+                 block_tokens: int = 256, store=None):
+        if block_tokens <= 0:
+            raise ValueError("block_tokens must be positive")
+        self.model = model
+        self.budget = int(memory_budget_bytes)
+        self.fingerprint = fingerprint
+        self.block = int(block_tokens)
+        self.disk = store
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()   # LRU first
+        self._by_hash: dict[str, set] = {}
+        self._bytes = 0
+        self._pin: np.ndarray | None = None
+        self._on_disk: dict[str, float] = {}
+        self._lock = threading.RLock()
+        self._warned_pin = False
+        self.counts = dict(hits=0, misses=0, disk_hits=0, reused_tokens=0, disk_errors=0)
+
+    # -- reading ----------------------------------------------------------------------------
+    def fetch(self, ids: list[int]) -> tuple[list, int, str]:
+        """(cache, reused, source): ``cache`` already holds ``ids[:reused]``; the remainder
+        is never empty. source is "memory", "disk" or "none"."""
+        arr = np.asarray(ids, dtype=np.int32)
+        hashes = chain_hashes(self.fingerprint, arr, self.block)
+        with self._lock:
+            entry, reuse = self._best(arr, hashes)
+            cache = self._materialize(entry, reuse) if reuse else None
+            if reuse:
+                self._entries.move_to_end(id(entry))
+        if self.disk is not None and min(len(hashes) * self.block, len(arr) - 1) > reuse:
+            loaded = self._from_disk(arr, hashes, reuse)
+            if loaded is not None:
+                cache, reuse = loaded
+                return self._count(cache, reuse, "disk")
+        if reuse:
+            return self._count(cache, reuse, "memory")
+        return self._count(make_prompt_cache(self.model), 0, "none")
+
+    def _count(self, cache: list, reuse: int, source: str) -> tuple[list, int, str]:
+        key = {"memory": "hits", "disk": "disk_hits", "none": "misses"}[source]
+        with self._lock:
+            self.counts[key] += 1
+            self.counts["reused_tokens"] += reuse
+        return cache, reuse, source
+
+    def _best(self, arr: np.ndarray, hashes: list) -> tuple[_Entry | None, int]:
+        """The entry to reuse and how many tokens of it (0: none)."""
+        for h in reversed(hashes):       # entries sharing the longest block-aligned prefix
+            if h in self._by_hash:
+                found = self._scan([self._entries[k] for k in self._by_hash[h]], arr)
+                if found[1]:
+                    return found
+                break
+        return self._scan(self._entries.values(), arr)
+
+    @staticmethod
+    def _scan(entries, arr: np.ndarray) -> tuple[_Entry | None, int]:
+        best, best_n = None, 0
+        for e in entries:
+            n = _lcp(e.ids, arr, len(arr))
+            if e.sliceable:
+                n = min(n, len(arr) - 1)      # never an empty remainder: re-feed a token
+            elif n < len(e.ids) or n >= len(arr):
+                continue                      # only a whole, shorter entry can be reused
+            if n > best_n:
+                best, best_n = e, n
+        return best, best_n
+
+    def _materialize(self, entry: _Entry, n: int) -> list:
+        if not entry.sliceable:
+            return copy.deepcopy(entry.layers)
+        cache = []
+        for keys, values in entry.layers:
+            c = KVCache()
+            c.keys, c.values, c.offset = keys[..., :n, :], values[..., :n, :], n
+            cache.append(c)
+        return cache
+
+    def _from_disk(self, arr: np.ndarray, hashes: list, reuse: int):
+        found = self.disk.lookup(self.fingerprint, hashes)
+        if found is None:
+            return None
+        path, tokens = found
+        blocks = tokens // self.block
+        n = min(tokens, len(arr) - 1)
+        if tokens % self.block or not 0 < blocks <= len(hashes) or n <= reuse:
+            return None
+        started = time.monotonic()
+        try:
+            cache = load_checked(path, fingerprint=self.fingerprint, hashes=hashes[:blocks],
+                                 reuse=n)
+            if len(cache) != len(make_prompt_cache(self.model)):
+                raise CacheFileError(f"{path}: wrong number of layers for this model")
+        except CacheFileError as exc:
+            with self._lock:
+                self.counts["disk_errors"] += 1
+            log.warning("engine.cache.bad_file", path=path, error=str(exc))
+            self.disk.report_bad(path, str(exc))
+            return None
+        self._mark_on_disk(hashes[:blocks])
+        log.info("engine.cache.disk_load", path=path, tokens=n, memory_tokens=reuse,
+                 seconds=round(time.monotonic() - started, 3))
+        return cache, n
+
+    def divergence(self, ids: list[int]) -> tuple[int, int]:
+        """(tokens matched, length of the closest entry): where a prompt left the cache."""
+        arr = np.asarray(ids, dtype=np.int32)
+        with self._lock:
+            best = (0, 0)
+            for e in self._entries.values():
+                n = _lcp(e.ids, arr, len(arr))
+                if n > best[0] or (n == best[0] and best[1] == 0):
+                    best = (n, len(e.ids))
+            return best
+
+    # -- writing ----------------------------------------------------------------------------
+    def pin(self, prefix_ids: list[int] | None) -> None:
+        """Keep this prefix (the active session's system + tools) through side calls; it
+        replaces the previous pin. None or [] unpins."""
+        with self._lock:
+            new = np.asarray(prefix_ids, dtype=np.int32) if prefix_ids else None
+            if (new is None) != (self._pin is None) or (
+                    new is not None and not np.array_equal(new, self._pin)):
+                for e in self._entries.values():
+                    e.pinned = False
+            self._pin = new
+
+    def store(self, ids: list[int], cache: list, *, pinned: bool = False) -> None:
+        """Keep ``cache``, which holds the KV of ``ids`` (prompt + generated tokens); the
+        caller must not use ``cache`` afterwards. Extra cached tokens are cut off; if the
+        cache holds fewer tokens (a cancelled prefill), only that prefix is kept."""
+        plain = _plain(cache)
+        offsets = {getattr(c, "offset", None) for c in cache}
+        if len(offsets) != 1 or None in offsets:
+            return                    # recurrent layers: no token count to cut back to
+        held = offsets.pop()
+        n = min(len(ids), held)
+        if n <= 0:
+            return
+        if plain:
+            layers = [(c.keys, c.values) for c in cache]
+            mx.eval(layers)
+            nbytes = sum(k.nbytes + v.nbytes for k, v in layers)
+        else:
+            if held > n and not (can_trim_prompt_cache(cache) and
+                                 trim_prompt_cache(cache, held - n) == held - n):
+                return
+            layers, nbytes = cache, sum(c.nbytes for c in cache)
+        arr = np.asarray(ids[:n], dtype=np.int32)
+        entry = _Entry(arr, chain_hashes(self.fingerprint, arr, self.block), layers, nbytes, plain)
+        with self._lock:
+            if pinned:
+                self.pin(ids[:n])
+            if not self._absorb(entry):
+                return
+            self._add(entry)
+            entry.pinned = pinned
+            self._evict()
+        if self.disk is not None and plain:
+            self._write_to_disk(entry)
+
+    def _absorb(self, entry: _Entry) -> bool:
+        """Drop entries that ``entry`` covers; False if an existing one already covers it."""
+        n = len(entry.ids)
+        for old in list(self._entries.values()):
+            m = len(old.ids)
+            if m >= n and old.sliceable and _lcp(old.ids, entry.ids, n) == n:
+                self._entries.move_to_end(id(old))
+                return False
+            if m <= n and entry.sliceable and _lcp(old.ids, entry.ids, m) == m:
+                self._remove(old)
+        return True
+
+    def _add(self, entry: _Entry) -> None:
+        self._entries[id(entry)] = entry
+        self._bytes += entry.nbytes
+        for h in entry.hashes:
+            self._by_hash.setdefault(h, set()).add(id(entry))
+
+    def _remove(self, entry: _Entry) -> None:
+        del self._entries[id(entry)]
+        self._bytes -= entry.nbytes
+        for h in entry.hashes:
+            keys = self._by_hash[h]
+            keys.discard(id(entry))
+            if not keys:
+                del self._by_hash[h]
+
+    def _covers_pin(self, e: _Entry) -> bool:
+        p = self._pin
+        return p is not None and len(e.ids) >= len(p) and _lcp(e.ids, p, len(p)) == len(p)
+
+    def _evict(self) -> None:
+        while self._bytes > self.budget:
+            victim = next((e for e in self._entries.values() if not e.pinned), None)
+            if victim is None:
+                if not self._warned_pin:
+                    self._warned_pin = True
+                    log.warning("engine.cache.pin_over_budget", bytes=self._bytes,
+                                budget=self.budget)
+                return
+            self._remove(victim)
+            log.debug("engine.cache.evicted", tokens=len(victim.ids), bytes=victim.nbytes)
+            if (self._covers_pin(victim) and victim.sliceable
+                    and not any(self._covers_pin(e) for e in self._entries.values())):
+                self._add(self._pinned_copy(victim))
+
+    def _pinned_copy(self, victim: _Entry) -> _Entry:
+        p = len(self._pin)
+        layers = [(mx.contiguous(k[..., :p, :]), mx.contiguous(v[..., :p, :]))
+                  for k, v in victim.layers]
+        mx.eval(layers)
+        ids = victim.ids[:p].copy()
+        return _Entry(ids, chain_hashes(self.fingerprint, ids, self.block), layers,
+                      sum(k.nbytes + v.nbytes for k, v in layers), True, pinned=True)
+
+    # -- disk -------------------------------------------------------------------------------
+    def _mark_on_disk(self, hashes: list) -> None:
+        now = time.monotonic()
+        for h in hashes:
+            self._on_disk[h] = now
+        if len(self._on_disk) > 100_000:
+            self._on_disk.clear()
+
+    def _known_on_disk(self, h: str) -> bool:
+        seen = self._on_disk.get(h)
+        return seen is not None and time.monotonic() - seen < KNOWN_ON_DISK_S
+
+    def _write_to_disk(self, entry: _Entry) -> None:
+        """Queue the block-aligned prefix of ``entry`` and, as its own file, the pinned one."""
+        full = len(entry.hashes)
+        pin_blocks = len(self._pin) // self.block if self._covers_pin(entry) else 0
+        jobs = [(pin_blocks, True)] if 0 < pin_blocks < full else []
+        if full:
+            jobs.append((full, pin_blocks == full))
+        for blocks, pinned in jobs:
+            hashes = entry.hashes[:blocks]
+            if self._known_on_disk(hashes[-1]):
+                continue
+            layers = disk_layers(entry.layers, blocks * self.block)
+            self.disk.put_async(PutJob(self.fingerprint, hashes, self.block, layers,
+                                       DTYPES.get(entry.layers[0][0].dtype, "float16"),
+                                       pinned=pinned, on_stored=self._mark_on_disk))
+
+    # -- reporting --------------------------------------------------------------------------
+    def stats(self) -> dict:
+        with self._lock:
+            out = {**self.counts, "entries": len(self._entries), "bytes": self._bytes,
+                   "budget": self.budget,
+                   "cached_tokens": sum(len(e.ids) for e in self._entries.values()),
+                   "pinned_tokens": 0 if self._pin is None else len(self._pin)}
+        if self.disk is not None:
+            out["disk"] = self.disk.stats()
+        return out
+
+    def clear(self) -> None:
+        with self._lock:
+            for e in list(self._entries.values()):
+                self._remove(e)
