@@ -80,6 +80,7 @@ class PrefixCache:
         self.fingerprint = fingerprint
         self.block = int(block_tokens)
         self.disk = store
+        self._n_layers = len(make_prompt_cache(model))
         self._entries: OrderedDict[int, _Entry] = OrderedDict()   # LRU first
         self._by_hash: dict[str, set] = {}
         self._bytes = 0
@@ -92,7 +93,14 @@ class PrefixCache:
     # -- reading ----------------------------------------------------------------------------
     def fetch(self, ids: list[int]) -> tuple[list, int, str]:
         """(cache, reused, source): ``cache`` already holds ``ids[:reused]``; the remainder
-        is never empty. source is "memory", "disk" or "none"."""
+        is never empty. source is "memory", "disk" or "none". A cache failure is a miss."""
+        try:
+            return self._fetch(ids)
+        except Exception:
+            log.exception("engine.cache.fetch_failed", tokens=len(ids))
+            return self._count(make_prompt_cache(self.model), 0, "none")
+
+    def _fetch(self, ids: list[int]) -> tuple[list, int, str]:
         arr = np.asarray(ids, dtype=np.int32)
         hashes = chain_hashes(self.fingerprint, arr, self.block)
         with self._lock:
@@ -162,13 +170,18 @@ class PrefixCache:
         try:
             cache = load_checked(path, fingerprint=self.fingerprint, hashes=hashes[:blocks],
                                  reuse=n)
-            if len(cache) != len(make_prompt_cache(self.model)):
+            if len(cache) != self._n_layers:
                 raise CacheFileError(f"{path}: wrong number of layers for this model")
         except CacheFileError as exc:
             with self._lock:
                 self.counts["disk_errors"] += 1
             log.warning("engine.cache.bad_file", path=path, error=str(exc))
             self.disk.report_bad(path, str(exc))
+            return None
+        except Exception:             # out of memory, a bug: a miss, never a failed request
+            with self._lock:
+                self.counts["disk_errors"] += 1
+            log.exception("engine.cache.disk_load_failed", path=path)
             return None
         self._mark_on_disk(hashes[:blocks])
         log.info("engine.cache.disk_load", path=path, tokens=n, memory_tokens=reuse,
@@ -201,7 +214,14 @@ class PrefixCache:
     def store(self, ids: list[int], cache: list, *, pinned: bool = False) -> None:
         """Keep ``cache``, which holds the KV of ``ids`` (prompt + generated tokens); the
         caller must not use ``cache`` afterwards. Extra cached tokens are cut off; if the
-        cache holds fewer tokens (a cancelled prefill), only that prefix is kept."""
+        cache holds fewer tokens (a cancelled prefill), only that prefix is kept. Never
+        raises (it runs in the engine's cleanup path): a failure is logged and forgotten."""
+        try:
+            self._store(ids, cache, pinned)
+        except Exception:
+            log.exception("engine.cache.store_failed", tokens=len(ids))
+
+    def _store(self, ids: list[int], cache: list, pinned: bool) -> None:
         plain = _plain(cache)
         offsets = {getattr(c, "offset", None) for c in cache}
         if len(offsets) != 1 or None in offsets:

@@ -260,9 +260,9 @@ class _Checker:
                     name = folded[0]
             where = f"{path}.{name}"
             if name in props:
-                if item is None and name not in required and not _allows_null(self._deref(props[name], where)):
-                    if self.repair:
-                        continue  # null for an optional field: the model meant "not given"
+                optional = name not in required
+                if item is None and optional and self.repair and not _allows_null(self._deref(props[name], where)):
+                    continue  # null for an optional field: the model meant "not given"
                 out[name] = self.fix(item, props[name], where)
             elif extra is False:
                 raise Refused(f"{where}: unknown field")

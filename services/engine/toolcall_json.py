@@ -236,12 +236,15 @@ class TagReader(Reader):
             i = skip_ws(raw, self.body)
             if i == len(raw):
                 return self.fail("empty tool call") if final else False
+            xml, close = lit(raw, i, "<function="), lit(raw, i, TAG_CLOSE)
             if raw[i] in "{[":
                 self.mode, self.scanner = "json", JsonScanner(i)
-            elif raw[i] == "<" and lit(raw, i, "<function=") == PARTIAL and not final:
+            elif PARTIAL in (xml, close) and not final:
                 return False
-            elif isinstance(lit(raw, i, "<function="), int):
+            elif isinstance(xml, int):
                 self.mode, self.xml = "xml", XmlEnd(body=self.body, pos=i, tagged=True)
+            elif isinstance(close, int):
+                return self.fail("empty tool call", close)
             else:
                 self.mode = "opaque"
         if self.mode == "json":

@@ -117,7 +117,8 @@ def test_special_tokens_are_stripped_even_when_split():
 
 def test_structural_markers_listed_as_special_tokens_still_work():
     p = parser(special_tokens=SPECIALS + ["<tool_call>", "</tool_call>", "<think>", "</think>"])
-    events = feed_all(p, ['<think>\nx\n</think>\n<tool_call>{"name": "Bash", "arguments": {"command": "id"}}</tool_call><|im_end|>'])
+    call = '<tool_call>{"name": "Bash", "arguments": {"command": "id"}}</tool_call>'
+    events = feed_all(p, ["<think>\nx\n</think>\n" + call + "<|im_end|>"])
     assert [e["type"] for e in events] == ["thinking", "tool_start", "tool_args", "tool_end"]
 
 

@@ -283,3 +283,22 @@ def test_the_pinned_prefix_gets_a_file_of_its_own_that_serves_other_conversation
         assert generate(model, other, cache, reused, 6) == cold(model, other, 6)
     finally:
         client.close()
+
+
+def test_with_the_kvstore_down_requests_are_served_from_memory(model, tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setenv("ANYCLAUDE_RUN_DIR", tempfile.mkdtemp(prefix="ac", dir="/tmp"))
+    client = KVStoreClient(tmp_path / "kv", timeout=0.3)      # nobody serves "kvstore" here
+    try:
+        pc = pcache(model, store=client)
+        p1 = ids_of(29, 100)
+        out1, reused, source = turn(model, pc, p1, n=3)
+        assert (reused, source) == (0, "none")
+        assert client.flush(10) and client.counts["writes"] == 0
+        assert client.counts["rejected"] == 1                 # the put found no store
+        assert list((tmp_path / "kv" / "spool").iterdir()) == []   # its file was removed
+        p2 = p1 + out1 + ids_of(30, 20)
+        out2, reused, source = turn(model, pc, p2, n=3)
+        assert (source, reused) == ("memory", 103) and out2 == cold(model, p2, n=3)
+    finally:
+        client.close()
