@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anyclaude.errors import ConfigError
+from anyclaude.optimizer_config import OptimizerConfig
 
 DEMO_MODEL = "demo"
 
@@ -101,6 +102,7 @@ class Settings:
     timeouts: TimeoutsConfig = TimeoutsConfig()
     engine: EngineConfig = EngineConfig()
     logging: LoggingConfig = LoggingConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
     source: str = "(defaults)"
 
     @property

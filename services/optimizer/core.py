@@ -1,0 +1,173 @@
+"""The optimizer: hygiene, routing, reductions and context fitting for one request.
+
+Budget rule: a model's prompt may use ``context_window - reserve`` tokens, where the output
+reserve is ``min(max_tokens, max_output_tokens, output_reserve_ratio * context_window)``.
+The request's max_tokens is then clamped to what is really left (``window - prompt``) so the
+engine never runs past the window.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import structlog
+
+from anyclaude import errors
+from anyclaude.optimizer_config import OptimizerConfig, profile as profile_of
+
+from . import fitting, hygiene, reductions, routing, sessions
+from . import plan as P
+
+log = structlog.get_logger()
+
+
+def budget_for(window: int, max_tokens: int, max_output: int, reserve_ratio: float) -> int:
+    reserve = min(max_tokens, max_output or max_tokens, int(window * reserve_ratio))
+    return max(1, window - max(0, reserve))
+
+
+class Optimizer:
+    def __init__(self, settings, count: Callable[[dict], int], *,
+                 window: Callable[[str], int] | None = None, store: sessions.Store | None = None):
+        self.settings = settings
+        self.config: OptimizerConfig = getattr(settings, "optimizer", None) or OptimizerConfig()
+        self.count = count
+        self.reported_window = window or (lambda model: 0)
+        self.store = store or sessions.Store()
+        self._profiles: dict = {}
+        self._lock = threading.Lock()
+        self.stats = {"requests": 0, "routes": {}, "cuts": 0, "fitted_new": 0,
+                      "tokens_saved": 0, "prompt_too_long": 0, "last": {}}
+
+    # -- the request --
+    def optimize(self, request: dict) -> tuple[dict, list[dict]]:
+        check_shape(request)
+        notes: list[dict] = []
+        req = {**request, "tools": list(request.get("tools") or [])}
+        req["system"], removed = hygiene.remove_billing_header(list(req.get("system") or []))
+        if removed:
+            notes.append({"action": "remove_billing_header"})
+        key = sessions.session_key(req)
+        chain = sessions.message_chain(req["messages"])
+        routes = self.settings.routes
+        first = routing.choose(req, routes, self.settings.models,
+                               small_for_tiny=self.config.small_for_tiny_requests)
+        options = routing.candidates(first, routes)
+        for index, route in enumerate(options):
+            try:
+                out, fit_notes, fit = self._fit_on(req, route, key, chain,
+                                                   allow_cuts=index == len(options) - 1)
+            except fitting.DoesNotFit as exc:
+                notes.append({"route_skipped": route.name, "model": route.model,
+                              "input_tokens": exc.tokens, "budget": exc.budget})
+                continue
+            except errors.PromptTooLong as exc:
+                self._record_too_long(route, exc)
+                raise
+            notes.append({"route": route.name, "model": route.model, "reason": route.reason})
+            notes.extend(fit_notes)
+            self._record(route, fit, fit_notes)
+            return out, notes
+        raise AssertionError("the last candidate always fits or raises")  # pragma: no cover
+
+    def _fit_on(self, req: dict, route: routing.Route, key: str, chain: list,
+                *, allow_cuts: bool):
+        profile = self.profile(route.model)
+        request, red_notes = reductions.apply({**req, "model": route.model}, profile)
+        model = self.settings.models[route.model]
+        window = model.context_window
+        if self.reported_window(route.model) > 0:
+            window = min(window, self.reported_window(route.model))
+        budget = budget_for(window, request["max_tokens"], model.max_output_tokens,
+                            profile.output_reserve_ratio)
+        plan0, seen = self.store.resume((key, route.model), chain)
+        fixed = P.fixed_chars(request)
+        fit = fitting.fit(request["messages"], fixed=fixed, plan0=plan0, seen=seen,
+                          count=lambda msgs: self.count({**request, "messages": msgs}),
+                          budget=budget, profile=profile, allow_cuts=allow_cuts)
+        self.store.save((key, route.model), fit.plan, chain)
+        out = {**request, "messages": fit.messages}
+        fitted_chars = fixed + sum(P.message_chars(m) for m in fit.messages)
+        scale = fit.tokens / max(1, fitted_chars)
+        notes = []
+        for note in red_notes:
+            notes.append({**note, "tokens_saved": round(note["chars_saved"] * scale)})
+        original_chars = P.fixed_chars(req) + sum(P.message_chars(m) for m in req["messages"])
+        saved = max(0, round((original_chars - fitted_chars) * scale))
+        notes.extend(fit.notes)
+        notes.append({"action": "fit", "input_tokens": fit.tokens, "budget": budget,
+                      "context_window": window, "tokens_saved": saved, "exact_counts": fit.counts})
+        limit = min(request["max_tokens"], model.max_output_tokens or request["max_tokens"],
+                    window - fit.tokens)
+        if limit < request["max_tokens"]:
+            notes.append({"action": "clamp_max_tokens", "from": request["max_tokens"],
+                          "to": max(1, limit)})
+            out["max_tokens"] = max(1, limit)
+        return out, notes, fit
+
+    def profile(self, model_id: str):
+        found = self._profiles.get(model_id)
+        if found is None:
+            found = self._profiles[model_id] = profile_of(self.config, model_id,
+                                                          self.settings.source)
+        return found
+
+    # -- counters --
+    def _record(self, route: routing.Route, fit: fitting.Fit, notes: list[dict]) -> None:
+        saved = next(n["tokens_saved"] for n in notes if n.get("action") == "fit")
+        decision = {"route": route.name, "model": route.model, "reason": route.reason,
+                    "input_tokens": fit.tokens, "cut": fit.cut, "tokens_saved": saved}
+        with self._lock:
+            s = self.stats
+            s["requests"] += 1
+            s["routes"][route.name] = s["routes"].get(route.name, 0) + 1
+            s["cuts"] += fit.cut
+            s["fitted_new"] += any(n.get("action") == "fit_new_messages" for n in notes)
+            s["tokens_saved"] += saved
+            s["last"] = decision
+        log.info("optimizer.routed", **decision)
+        if fit.cut:
+            log.info("optimizer.cut", model=route.model,
+                     **next(n for n in notes if n.get("action") == "cut"))
+
+    def _record_too_long(self, route: routing.Route, exc: errors.PromptTooLong) -> None:
+        with self._lock:
+            self.stats["requests"] += 1
+            self.stats["prompt_too_long"] += 1
+            self.stats["last"] = {"route": route.name, "model": route.model,
+                                  "error": exc.message}
+        log.info("optimizer.prompt_too_long", model=route.model, tokens=exc.tokens,
+                 maximum=exc.maximum)
+
+    def info(self) -> dict:
+        with self._lock:
+            out = {**self.stats, "routes": dict(self.stats["routes"]),
+                   "last": dict(self.stats["last"])}
+        out["sessions"] = len(self.store)
+        return out
+
+
+def check_shape(request) -> None:
+    """The front door builds requests; still, bad input is a clear error, never a crash."""
+    if not isinstance(request, dict):
+        raise errors.InvalidRequest("request: expected an object")
+    if not isinstance(request.get("model"), str):
+        raise errors.InvalidRequest("model: expected a string")
+    msgs = request.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise errors.InvalidRequest("messages: at least one message is required")
+    for i, message in enumerate(msgs):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+            raise errors.InvalidRequest(f"messages.{i}: expected {{role, content: [blocks]}}")
+        if not all(isinstance(b, dict) for b in message["content"]):
+            raise errors.InvalidRequest(f"messages.{i}.content: every block must be an object")
+    system = request.get("system") or []
+    if not isinstance(system, list) or not all(isinstance(s, str) for s in system):
+        raise errors.InvalidRequest("system: expected a list of strings")
+    tools = request.get("tools") or []
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise errors.InvalidRequest("tools: expected a list of objects")
+    max_tokens = request.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise errors.InvalidRequest("max_tokens: expected an integer of at least 1")
