@@ -9,7 +9,7 @@ decoding, then exactly one ``Done`` or ``Error`` (anyclaude.messages). ``cancell
 polled between prefill steps and between tokens.
 
 The path of a request: render the chat template to ids -> check the context window ->
-pick a prompt cache (``_prepare_cache``; a fresh one for now) -> stream_generate with the
+pick a prompt cache (``_prepare_cache``: the longest cached prefix) -> stream_generate with the
 sampler and, for tests, a forcing logits processor -> decode tokens to text -> cut at stop
 sequences -> parse tool calls and thinking (output.py) -> batch events -> Done with usage.
 """
@@ -41,7 +41,8 @@ class EngineCore:
     def __init__(self, model_path: str, *, model_id: str, context_window: int,
                  max_output_tokens: int, prefill_step_size: int = 256,
                  tool_parser: str = "auto", force_file: str | None = None,
-                 delta_interval: float = 0.03):
+                 delta_interval: float = 0.03, memory_budget_mb: int = 0,
+                 block_tokens: int = 256, kv_dir: str | None = None):
         self.loaded = load_model(model_path, model_id=model_id)
         self.model = self.loaded.model
         self.tokenizer = self.loaded.tokenizer
@@ -62,6 +63,9 @@ class EngineCore:
         if self.eos_id is None:
             self.eos_id = min(self.eos_ids) if self.eos_ids else 0
         self.special_tokens = tuple(getattr(self.tokenizer, "all_special_tokens", ()) or ())
+        self.prefix_cache = self.kv = None
+        if memory_budget_mb > 0:
+            self._enable_prefix_cache(memory_budget_mb, block_tokens, kv_dir)
         log.info("engine.core.ready", model=model_id, family=self.family,
                  context_window=self.context_window, max_output_tokens=self.max_output_tokens,
                  prefill_step_size=self.prefill_step_size)
@@ -123,7 +127,7 @@ class EngineCore:
         batcher = EventBatcher(lambda events: send(Delta(events=events)),
                                interval=self.delta_interval)
 
-        cache, reused = self._prepare_cache(ids)
+        cache, reused = self._prepare_cache(ids, request)
         log.info("engine.generate.start", model=self.model_id, prompt_tokens=n_prompt,
                  reused_tokens=reused, max_tokens=max_tokens, forced=bool(processors))
 
@@ -215,23 +219,83 @@ class EngineCore:
         return [ForcedText(encode_exact(self.tokenizer, say), self.eos_id)]
 
     def _usage(self, n_prompt: int, reused: int, output_tokens: int) -> dict:
-        # Anthropic: total input = input_tokens + cache_read + cache_creation.
-        return {"input_tokens": n_prompt - reused, "output_tokens": output_tokens,
-                "cache_read_input_tokens": reused, "cache_creation_input_tokens": 0}
+        # Anthropic: total input = input_tokens + cache_read + cache_creation. With the
+        # prefix cache on, every prompt token not read from the cache is written to it.
+        created = n_prompt - reused if self.prefix_cache is not None else 0
+        return {"input_tokens": n_prompt - reused - created, "output_tokens": output_tokens,
+                "cache_read_input_tokens": reused, "cache_creation_input_tokens": created}
 
     # -- prompt cache (the prefix cache plugs in here) --------------------------------------
 
-    def _prepare_cache(self, ids: list[int]):
+    def _enable_prefix_cache(self, memory_budget_mb: int, block_tokens: int, kv_dir) -> None:
+        from anyclaude.services.engine.prefix_cache import PrefixCache
+        from anyclaude.services.kvstore.client import KVStoreClient
+
+        self.kv = KVStoreClient(kv_dir) if kv_dir else None
+        self.prefix_cache = PrefixCache(self.model, memory_budget_bytes=memory_budget_mb * 2**20,
+                                        fingerprint=self.fingerprint, block_tokens=block_tokens,
+                                        store=self.kv)
+        self._pin_lengths: dict[str, int] = {}
+
+    def _prepare_cache(self, ids: list[int], request: dict | None = None):
         """(prompt cache, number of leading ``ids`` it already holds). The remainder
-        ``ids[reused:]`` must not be empty: on an exact hit, trim one token and re-feed it."""
+        ``ids[reused:]`` is never empty (on an exact hit one token is re-fed)."""
         from mlx_lm.models.cache import make_prompt_cache
 
-        return make_prompt_cache(self.model), 0
+        if self.prefix_cache is None:
+            return make_prompt_cache(self.model), 0
+        if request is not None and request.get("tools"):
+            # Requests with tools are the main session's: keep their system+tools prefix
+            # even when side calls (titles, summaries: no tools) fill the cache.
+            self.prefix_cache.pin(ids[:self._system_tools_length(request, ids)])
+        cache, reused, source = self.prefix_cache.fetch(ids)
+        if reused < len(ids) // 2:
+            matched, entry = self.prefix_cache.divergence(ids)
+            log.info("engine.cache.miss", model=self.model_id, prompt_tokens=len(ids),
+                     reused=reused, closest_match=matched, closest_entry_tokens=entry,
+                     diverged_at=self._context_at(ids, matched))
+        else:
+            log.info("engine.cache.hit", model=self.model_id, prompt_tokens=len(ids),
+                     reused=reused, source=source)
+        return cache, reused
+
+    def _system_tools_length(self, request: dict, ids: list[int]) -> int:
+        """Tokens of the prompt that belong to system + tools (cached per system+tools)."""
+        import hashlib
+        import json
+
+        key = hashlib.blake2b(json.dumps([request.get("system"), request.get("tools")],
+                                         sort_keys=True).encode(), digest_size=16).hexdigest()
+        if key not in self._pin_lengths:
+            probe = {**request, "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "\u2063"}]}]}
+            other = self.renderer.render(probe)
+            n = 0
+            for a, b in zip(ids, other):
+                if a != b:
+                    break
+                n += 1
+            self._pin_lengths[key] = n
+            if len(self._pin_lengths) > 64:
+                self._pin_lengths.pop(next(iter(self._pin_lengths)))
+        return self._pin_lengths[key]
+
+    def _context_at(self, ids: list[int], position: int) -> str:
+        """A short piece of the prompt text where it diverged from the closest cached one."""
+        if position >= len(ids):
+            return ""
+        return self.tokenizer.decode(ids[max(0, position - 8):position + 8])[:120]
 
     def _finish_cache(self, cache, tokens: list[int]) -> None:
-        """Called after every generation (also on stop, cancel and errors once decoding
-        began). ``cache`` now holds the KV of ``tokens`` = the prompt ids + every token the
-        model produced, EOS included (mlx-lm feeds a token before yielding it); after a
-        cancel during prefill it holds a prefix of the prompt only (check cache[0].offset).
-        Nothing is kept yet."""
-        return None
+        """Keep the KV of the prompt + every generated token (EOS included), so the next
+        turn, which starts with this reply, hits. After a cancel during prefill the cache
+        holds a prefix of the prompt only; the prefix cache keeps just that."""
+        if self.prefix_cache is not None:
+            self.prefix_cache.store(tokens, cache)
+
+    def cache_stats(self) -> dict:
+        return self.prefix_cache.stats() if self.prefix_cache is not None else {}
+
+    def close(self) -> None:
+        if self.kv is not None:
+            self.kv.close()

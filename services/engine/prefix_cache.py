@@ -22,8 +22,15 @@ that is a prefix of a newer one is dropped (the newer one serves it).
 Pinning: while the pinned prefix is cached, evicting its last holder keeps a copy of just
 the pinned tokens, which is itself never evicted.
 
-Models whose caches are not plain KVCache (rotating windows, recurrent layers) reuse an
-entry only when the whole entry is a prefix of the prompt, and skip the disk.
+Disk: when the kvstore could offer more than memory, ``fetch`` asks it for the longest
+stored block-aligned prefix and loads that file after checking it (model fingerprint, hash
+chain, CRC); a bad file is a miss and is reported, and the store quarantines it. ``store``
+queues the block-aligned prefix (and the pinned prefix, as a pinned file of its own) to the
+client's writer thread; prefixes already on disk are not written again.
+
+Models whose caches are not plain KVCache (rotating windows) reuse an entry only when the
+whole entry is a prefix of the prompt, and skip the disk; caches without a token offset
+(recurrent layers) are not kept.
 """
 
 from __future__ import annotations

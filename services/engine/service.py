@@ -157,7 +157,10 @@ class EngineService:
                           context_window=self.model_config.context_window,
                           max_output_tokens=self.model_config.max_output_tokens,
                           prefill_step_size=self.settings.engine.prefill_step_size,
-                          tool_parser=self.model_config.tool_parser, force_file=force_file)
+                          tool_parser=self.model_config.tool_parser, force_file=force_file,
+                          memory_budget_mb=self.settings.cache.memory_budget_mb,
+                          block_tokens=self.settings.cache.block_tokens,
+                          kv_dir=str(self.settings.kv_dir))
         log.info("engine.loaded", model=self.model_id)
         return core
 
@@ -171,13 +174,20 @@ class EngineService:
 
     def info(self) -> dict:
         from anyclaude.services.engine import blas
+        cache = self.core.cache_stats() if self.core is not None else {}
+        looked = cache.get("hits", 0) + cache.get("misses", 0)
         return {"model": self.model_id, "blas": blas.active_blas(),
                 "queue": self.queue.qsize(), "busy": self.running is not None,
-                "load_error": self.load_error, **self.counters}
+                "load_error": self.load_error, **self.counters,
+                "cache": {"hit_rate": round(cache.get("hits", 0) / looked, 3) if looked else None,
+                          **{k: cache[k] for k in ("hits", "misses", "disk_hits", "reused_tokens",
+                                                   "cached_tokens", "bytes", "entries") if k in cache}}}
 
     def run(self) -> None:
         worker = threading.Thread(target=self.generation_loop, name="generation", daemon=True)
         worker.start()
         self.service.run(ready=False)
+        if self.core is not None:
+            self.core.close()
         if self.load_error:
             raise SystemExit(2)

@@ -139,3 +139,22 @@ def test_malformed_frames_get_errors_and_the_engine_keeps_serving(engine):
     say(engine, "still here")
     frames = collect(client, make_request("hi"))
     assert frames[-1].kind == "Done"
+
+
+def test_second_turn_reads_the_first_turns_cache(engine):
+    say(engine, "The answer is forty-two.")
+    client = engine["client"]
+    system = ["You are a careful assistant. " * 20]
+    first = make_request("What is the answer?", system=system, tools=[BASH_TOOL])
+    done1 = collect(client, first)[-1]
+    second = dict(first, messages=first["messages"] + [
+        {"role": "assistant", "content": [{"type": "text", "text": "The answer is forty-two."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Why?"}]}])
+    done2 = collect(client, second)[-1]
+    assert done1.usage["cache_creation_input_tokens"] > 0
+    assert done2.usage["cache_read_input_tokens"] >= done1.usage["cache_creation_input_tokens"] // 2
+    counted = client.request(messages.Count(second), timeout=10).input_tokens
+    assert counted == sum(done2.usage[k] for k in (
+        "input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))
+    info = client.request(messages.Command("info"), timeout=2).data
+    assert info["cache"]["hits"] >= 1

@@ -286,8 +286,10 @@ def test_the_pinned_prefix_gets_a_file_of_its_own_that_serves_other_conversation
 
 
 def test_with_the_kvstore_down_requests_are_served_from_memory(model, tmp_path, monkeypatch):
+    import shutil
     import tempfile
-    monkeypatch.setenv("ANYCLAUDE_RUN_DIR", tempfile.mkdtemp(prefix="ac", dir="/tmp"))
+    run_dir = tempfile.mkdtemp(prefix="ac", dir="/tmp")
+    monkeypatch.setenv("ANYCLAUDE_RUN_DIR", run_dir)
     client = KVStoreClient(tmp_path / "kv", timeout=0.3)      # nobody serves "kvstore" here
     try:
         pc = pcache(model, store=client)
@@ -302,3 +304,4 @@ def test_with_the_kvstore_down_requests_are_served_from_memory(model, tmp_path, 
         assert (source, reused) == ("memory", 103) and out2 == cold(model, p2, n=3)
     finally:
         client.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
