@@ -66,7 +66,9 @@ class ForceRules:
 
 
 def last_message_text(request: dict) -> str:
-    messages = request.get("messages") or []
+    """Text of the last user message (role "system" messages after it are skipped: Claude
+    Code appends reminders that way)."""
+    messages = [m for m in request.get("messages") or [] if m.get("role") != "system"]
     if not messages:
         return ""
     parts = []

@@ -1,0 +1,58 @@
+"""The real Claude Code CLI (npm @anthropic-ai/claude-code) against the whole system."""
+
+from __future__ import annotations
+
+from claude_cli import run_claude
+
+
+def test_text_answer(system):
+    system.say(("say the magic words", "Abracadabra, from a local model."))
+    run = run_claude(system, "say the magic words", tools="")
+    assert run.result["is_error"] is False, run.result
+    assert run.result["result"] == "Abracadabra, from a local model."
+
+
+BASH_CALL = '<tool_call>{"name": "Bash", "arguments": {"command": "echo anyclaude-e2e-marker", "description": "Print the marker"}}</tool_call>'
+
+
+def test_tool_loop_runs_bash_and_answers(system):
+    system.say(("anyclaude-e2e-marker", "The command printed the marker."),
+               ("run the marker command", BASH_CALL))
+    run = run_claude(system, "run the marker command")
+    assert run.result["is_error"] is False, run.result
+    uses = run.tool_uses()
+    assert [u["name"] for u in uses] == ["Bash"]
+    assert uses[0]["input"]["command"] == "echo anyclaude-e2e-marker"
+    results = run.tool_results()
+    assert "anyclaude-e2e-marker" in str(results[0]["content"])
+    assert run.result["result"] == "The command printed the marker."
+
+
+def test_thinking_is_echoed_back_and_accepted(system):
+    system.say(("anyclaude-e2e-marker", "<think>The marker came back.</think>Done thinking."),
+               ("think then run", "<think>I should run the marker command.</think>" + BASH_CALL))
+    run = run_claude(system, "think then run the command")
+    assert run.result["is_error"] is False, run.result
+    thoughts = [b for e in run.events if e.get("type") == "assistant"
+                for b in e["message"]["content"] if b.get("type") == "thinking"]
+    assert thoughts and thoughts[0]["thinking"] == "I should run the marker command."
+    assert run.result["result"] == "Done thinking."
+
+
+def test_full_request_with_all_tools_hits_the_prefix_cache_on_the_next_turn(system):
+    """Without --bare Claude Code sends its whole system prompt, ~25 tools and role
+    "system" messages: the second request of the tool loop must reuse the first's prefix."""
+    system.say(("anyclaude-e2e-marker", "Full run finished."),
+               ("full run please", BASH_CALL))
+    before = system.service("engine-tiny")["info"]
+    run = run_claude(system, "full run please: run the marker command", bare=False, tools="")
+    assert run.result["is_error"] is False, run.result
+    assert run.result["result"] == "Full run finished."
+    init = next(e for e in run.events if e.get("subtype") == "init")
+    assert len(init["tools"]) >= 15
+    usage = run.result["usage"]
+    prompt_total = usage["input_tokens"] + usage["cache_read_input_tokens"] + usage["cache_creation_input_tokens"]
+    assert prompt_total > 10_000  # the whole Claude Code prompt reached the engine, twice
+    assert usage["cache_read_input_tokens"] > 5_000  # the second turn reused the first's prefix
+    after = system.service("engine-tiny")["info"]
+    assert after["cache"].get("hits", 0) > before["cache"].get("hits", 0)
