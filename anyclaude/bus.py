@@ -413,10 +413,11 @@ class Client:
                     raise errors.from_wire(frame.type, frame.message, frame.retryable)
                 if isinstance(frame, (messages.Delta, messages.Done)):
                     seen_output = True
-                yield frame
                 if isinstance(frame, messages.Done):
-                    finished = True
+                    finished = True  # nothing to cancel even if the consumer stops here
+                    yield frame
                     return
+                yield frame
         finally:
             if not finished:
                 self.cancel(request_id)

@@ -39,7 +39,8 @@ def configure(service: str, *, log_dir: Path | None = None, console_level: str =
     console.setLevel(_LEVELS.get(console_level, logging.WARNING))
     console.setFormatter(structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.dev.ConsoleRenderer(colors=False)],
+                    structlog.dev.ConsoleRenderer(
+                        colors=False, exception_formatter=structlog.dev.plain_traceback)],
         foreign_pre_chain=shared))
     root.addHandler(console)
 

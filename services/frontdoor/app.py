@@ -1,0 +1,240 @@
+"""The falcon app: routes, auth, request ids, and one error mapping for everything.
+
+create_app(*, settings, engines, optimizer=None, breaker, clock=time.monotonic, ...) wires:
+  engines.stream(model_id, request, *, request_id, client_gone) -> Iterator[Message]
+      yields Accepted, Progress, Delta, Done and raises anyclaude.errors.* - exactly what
+      bus.Client.stream does; closing the iterator must cancel the work
+  engines.count(model_id, request) -> int
+  engines.health() -> {model_id: reachable}            (optional, for /health)
+  optimizer.optimize(request) -> request                (optional; may re-route "model")
+The real ones are gateway.BusEngines and gateway.BusOptimizer.
+"""
+
+from __future__ import annotations
+
+import http
+import math
+import time
+import uuid
+from collections.abc import Callable
+
+import falcon
+import structlog
+
+from anyclaude import errors
+from anyclaude.config import Settings
+
+from . import auth, parse, sse
+from .breaker import IGNORE, SUCCESS, Breaker
+from .catalog import Catalog
+from .inflight import InFlight, request_key
+from .relay import Call, Relay, outcome_of
+from .stream import public_error
+
+log = structlog.get_logger()
+
+_REASONS = {499: "Client Closed Request", 529: "Overloaded"}
+_NO_RETRY = {400, 401, 403, 404, 413, 499}
+
+
+def status_line(code: int) -> str:
+    try:
+        return f"{code} {http.HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"{code} {_REASONS.get(code, 'Error')}"
+
+
+def new_id(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:24]
+
+
+class FrontDoorApp(falcon.App):
+    """falcon.App with a __dict__, so the relay, guard and breaker travel with it."""
+
+
+def create_app(*, settings: Settings, engines, optimizer=None, breaker: Breaker,
+               clock: Callable[[], float] = time.monotonic, stall_after_s: float = 240.0,
+               progress_ping_s: float = 1.0, write_deadline_s: float | None = None,
+               duplicate_wait_s: float = 10.0, early_grace_s: float = 0.25) -> FrontDoorApp:
+    """The WSGI app.
+
+    stall_after_s: seconds without a content event before a keepalive content event
+        (Claude Code aborts a stream after 300 s without one).
+    progress_ping_s: at most one ping per this many seconds for engine Progress frames.
+    write_deadline_s: a client that takes nothing for this long is cut off (default
+        timeouts.idle_s); the engine work is cancelled.
+    duplicate_wait_s: how long an identical request waits for the copy it replaces.
+    early_grace_s: how long a stream waits for the engine's first decisive frame so that
+        an immediate refusal is an HTTP status (message_start follows it at once).
+    """
+    auth.check_exposure(settings)
+    catalog = Catalog(settings)
+    inflight = InFlight(wait_s=duplicate_wait_s)
+    relay = Relay(engines=engines, breaker=breaker, inflight=inflight,
+                  threads=settings.server.threads, ping_interval=settings.timeouts.ping_interval_s,
+                  stall_after=stall_after_s, progress_ping=progress_ping_s,
+                  write_deadline=write_deadline_s if write_deadline_s is not None
+                  else settings.timeouts.idle_s, early_grace=early_grace_s, clock=clock)
+    app = FrontDoorApp(middleware=[_Middleware(settings)])
+    app.req_options.strip_url_path_trailing_slash = True
+    app.req_options.default_media_type = "application/json"
+    app.add_error_handler(Exception, _on_error)
+    app.add_error_handler(falcon.HTTPError, _on_error)
+    messages = _Messages(settings, catalog, engines, optimizer, breaker, inflight, relay)
+    app.add_route("/", _Root())
+    app.add_route("/health", _Health(engines, breaker, inflight))
+    app.add_route("/v1/messages", messages)
+    app.add_route("/v1/messages/count_tokens", messages, suffix="count")
+    app.add_route("/v1/models", _Models(catalog))
+    app.add_route("/v1/models/{model_id}", _Models(catalog), suffix="one")
+    app.relay, app.inflight, app.breaker = relay, inflight, breaker  # for shutdown and tests
+    return app
+
+
+# --- cross-cutting ------------------------------------------------------------------------
+
+class _Middleware:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def process_request(self, req, resp):
+        req.context.request_id = new_id("req_")
+        req.context.api_key = ""
+        resp.set_header("request-id", req.context.request_id)
+        if req.path.startswith("/v1/"):
+            req.context.api_key = auth.check(self.settings, req.get_header)
+
+
+def _on_error(req, resp, ex, params):
+    if isinstance(ex, falcon.HTTPError):
+        status = ex.status_code
+        kind = sse.error_type_for(status)
+        message = ex.title if not ex.description else f"{ex.title}: {ex.description}"
+        if status == 404:
+            message = f"not found: {req.method} {req.path}"
+        elif status == 405:
+            message = f"method {req.method} is not allowed on {req.path}"
+    else:
+        status, kind, message = public_error(ex)
+        if not isinstance(ex, errors.AnyclaudeError):
+            log.exception("frontdoor.unhandled", request_id=getattr(req.context, "request_id", ""))
+    request_id = getattr(req.context, "request_id", None) or new_id("req_")
+    resp.status = status_line(status)
+    resp.content_type = "application/json"
+    resp.set_header("request-id", request_id)
+    resp.set_header("x-should-retry", "false" if status in _NO_RETRY else "true")
+    if status in (429, 529):
+        wait = max(float(getattr(ex, "retry_after", 1.0) or 1.0), 0.0)
+        resp.set_header("retry-after", str(max(1, math.ceil(wait))))
+        resp.set_header("retry-after-ms", str(int(wait * 1000)))
+    resp.media = sse.error_body(kind, message, request_id)
+    resp.stream = None
+    log.info("frontdoor.error", request_id=request_id, status=status, error_type=kind,
+             message=message)
+
+
+def _disconnected(req) -> Callable[[], bool]:
+    check = req.env.get("waitress.client_disconnected")
+    return check if check is not None else (lambda: False)
+
+
+# --- resources ----------------------------------------------------------------------------
+
+class _Root:
+    def on_get(self, req, resp):
+        resp.media = {"service": "anyclaude", "ok": True}
+
+    def on_head(self, req, resp):
+        resp.content_type = "application/json"
+
+
+class _Health:
+    def __init__(self, engines, breaker: Breaker, inflight: InFlight):
+        self.engines, self.breaker, self.inflight = engines, breaker, inflight
+
+    def on_get(self, req, resp):
+        probe = getattr(self.engines, "health", None)
+        reachable = probe() if probe is not None else None
+        breaker = self.breaker.snapshot()
+        ok = breaker["state"] == "closed" and (reachable is None or all(reachable.values()))
+        resp.media = {"state": "ok" if ok else "degraded", "breaker": breaker,
+                      "engines": reachable, "inflight": len(self.inflight)}
+
+
+class _Models:
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def on_get(self, req, resp):
+        resp.media = self.catalog.listing()
+
+    def on_get_one(self, req, resp, model_id):
+        resp.media = self.catalog.info(model_id)
+
+
+class _Messages:
+    def __init__(self, settings, catalog, engines, optimizer, breaker, inflight, relay):
+        self.settings, self.catalog, self.engines = settings, catalog, engines
+        self.optimizer, self.breaker = optimizer, breaker
+        self.inflight, self.relay = inflight, relay
+        self.max_body = settings.server.max_body_mb * 1024 * 1024
+
+    def _body(self, req) -> bytes:
+        parse.check_content_type(req.content_type)
+        limit = self.max_body
+        if req.content_length is not None and req.content_length > limit:
+            raise errors.RequestTooLarge(f"request body is {req.content_length} bytes; the "
+                                         f"limit is {limit} bytes (server.max_body_mb)")
+        body = req.bounded_stream.read(limit + 1)
+        if len(body) > limit:
+            raise errors.RequestTooLarge(f"request body is over the limit of {limit} bytes "
+                                         "(server.max_body_mb)")
+        return body
+
+    def _prepare(self, request: dict, request_id: str) -> dict:
+        """Route to a local model, let the optimizer rewrite, clamp max_tokens."""
+        request["model"] = self.catalog.resolve(request["model"])
+        if self.optimizer is not None:
+            request = self.optimizer.optimize(request)
+        limit = self.catalog.max_output(request["model"])
+        if limit and request["max_tokens"] > limit:
+            log.info("frontdoor.max_tokens_clamped", request_id=request_id,
+                     asked=request["max_tokens"], limit=limit, model=request["model"])
+            request["max_tokens"] = limit
+        return request
+
+    def on_post(self, req, resp):
+        rid = req.context.request_id
+        body = self._body(req)
+        parsed = parse.parse_request(parse.decode_body(body))
+        requested = parsed.request["model"]
+        request = self._prepare(parsed.request, rid)
+        log.info("frontdoor.request", request_id=rid, model=requested, local=request["model"],
+                 stream=parsed.stream, messages=len(request["messages"]))
+        trial = self.breaker.allow()
+        ticket = self.inflight.enter(request_key(req.context.api_key, body), rid)
+        call = Call(request_id=rid, message_id=new_id("msg_"), requested_model=requested,
+                    model_id=request["model"], request=request, ticket=ticket, trial=trial)
+        if not parsed.stream:
+            resp.media = self.relay.complete(call, _disconnected(req))
+            return
+        body_iter = self.relay.stream(call, _disconnected(req), thinking=request["thinking"])
+        resp.content_type = "text/event-stream"
+        resp.set_header("cache-control", "no-cache")
+        resp.stream = body_iter
+
+    def on_post_count(self, req, resp):
+        rid = req.context.request_id
+        parsed = parse.parse_request(parse.decode_body(self._body(req)), count=True)
+        request = self._prepare(parsed.request, rid)
+        trial = self.breaker.allow()
+        outcome = IGNORE
+        try:
+            tokens = self.engines.count(request["model"], request)
+            outcome = SUCCESS
+        except Exception as exc:
+            outcome = outcome_of(exc)
+            raise
+        finally:
+            self.breaker.record(outcome, trial=trial)
+        resp.media = {"input_tokens": int(tokens)}

@@ -1,0 +1,186 @@
+"""The HTTP side of one SSE stream: the hand-over queue, the writer, the WSGI body.
+
+A worker thread puts engine frames (or the exception that ended them) into a ``Job``; the
+waitress thread runs ``SSEWriter``, which owns the clock: a ping every ping_interval while
+nothing else is written, a ping for Progress (at most every progress_ping), and a
+keepalive content event when no content went out for ``stall_after`` seconds (Claude Code
+aborts a stream after 300 s without one).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import structlog
+
+from anyclaude import errors, messages
+
+from . import sse
+
+log = structlog.get_logger()
+
+END = object()   # the worker is done and sent no Done before it
+
+
+def public_error(exc: BaseException) -> tuple[int, str, str]:
+    """(HTTP status, Anthropic error type, message) for anything raised while serving."""
+    if isinstance(exc, sse.MalformedEvents):
+        return 500, "api_error", f"the engine produced malformed output: {exc}"
+    if isinstance(exc, errors.AnyclaudeError):
+        status, kind = errors.to_anthropic(exc.type)
+        return status, kind, exc.message
+    return 500, "api_error", f"internal error ({exc.__class__.__name__})"
+
+
+class Job:
+    """The bounded hand-over between the worker thread and the HTTP thread."""
+
+    def __init__(self, size: int, write_deadline: float):
+        self.queue: queue.Queue = queue.Queue(maxsize=size)
+        self.abandoned = threading.Event()
+        self.write_deadline = write_deadline
+
+    def put(self, item) -> bool:
+        """False once the HTTP side is gone, or has not taken anything for write_deadline
+        seconds (a stalled client: the generation is then cancelled)."""
+        deadline = time.monotonic() + self.write_deadline
+        while not self.abandoned.is_set():
+            try:
+                self.queue.put(item, timeout=0.25)
+                return True
+            except queue.Full:
+                if time.monotonic() >= deadline:
+                    log.warning("frontdoor.client_stalled", deadline_s=self.write_deadline)
+                    self.abandoned.set()
+        return False
+
+    def first_decisive(self, grace: float) -> list:
+        """Frames up to the first one that is not Accepted, waiting at most ``grace`` s.
+
+        Lets an engine's immediate refusal (queue full, prompt too long, unsupported
+        content) become an HTTP status instead of an ``event: error``.
+        """
+        early: list = []
+        deadline = time.monotonic() + grace
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                item = self.queue.get(timeout=left)
+            except queue.Empty:
+                break
+            early.append(item)
+            if not isinstance(item, messages.Accepted):
+                break
+        return early
+
+
+class Body:
+    """The WSGI body: waitress calls close() when the response ends or the client left."""
+
+    def __init__(self, chunks: Iterator[bytes], on_close: Callable[[], None]):
+        self._chunks, self._on_close = chunks, on_close
+
+    def __iter__(self):
+        return self._chunks
+
+    def close(self) -> None:
+        try:
+            self._chunks.close()
+        finally:
+            self._on_close()
+
+
+class SSEWriter:
+    def __init__(self, *, job: Job, state: sse.StreamState, request_id: str, model_id: str,
+                 ping_interval: float, stall_after: float, progress_ping: float,
+                 clock: Callable[[], float], disconnected: Callable[[], bool]):
+        self.job, self.state, self.request_id, self.model_id = job, state, request_id, model_id
+        self.ping_interval, self.stall_after = ping_interval, stall_after
+        self.progress_ping, self.clock, self.disconnected = progress_ping, clock, disconnected
+        self.last_sent = self.last_content = clock()
+        self.last_progress = float("-inf")
+
+    def chunks(self, early: list) -> Iterator[bytes]:
+        out, ended = self._render(early)
+        yield self.state.start() + out
+        while not ended:
+            now = self.clock()
+            wait = min(self.ping_interval - (now - self.last_sent),
+                       self.stall_after - (now - self.last_content))
+            try:
+                items = [self.job.queue.get(timeout=max(wait, 0.001))]
+            except queue.Empty:
+                if self.disconnected() or self.job.abandoned.is_set():
+                    return
+                chunk = self._idle()
+                if chunk:
+                    yield chunk
+                continue
+            while len(items) < 64:   # batch what is already there into one write
+                try:
+                    items.append(self.job.queue.get_nowait())
+                except queue.Empty:
+                    break
+            out, ended = self._render(items)
+            if out:
+                yield out
+
+    def _idle(self) -> bytes:
+        now = self.clock()
+        chunk = b""
+        if now - self.last_content >= self.stall_after:
+            chunk = self.state.keepalive()
+            self.last_content = now
+        if not chunk and now - self.last_sent >= self.ping_interval:
+            chunk = sse.PING
+        if chunk:
+            self.last_sent = now
+        return chunk
+
+    def _render(self, items: list) -> tuple[bytes, bool]:
+        """SSE bytes for a batch of frames, and whether the stream has ended."""
+        out: list[bytes] = []
+        now = self.clock()
+        ended = False
+        for item in items:
+            try:
+                if isinstance(item, messages.Delta):
+                    chunk = self.state.feed(item.events)
+                    if chunk:
+                        out.append(chunk)
+                        self.last_content = now
+                elif isinstance(item, messages.Progress):
+                    if now - self.last_progress >= self.progress_ping:
+                        out.append(sse.PING)
+                        self.last_progress = now
+                elif isinstance(item, messages.Done):
+                    out.append(self.state.finish(item.stop_reason, item.stop_sequence, item.usage))
+                    log.info("frontdoor.stream_done", request_id=self.request_id,
+                             stop_reason=item.stop_reason, usage=item.usage)
+                    ended = True
+                elif isinstance(item, BaseException):
+                    out.append(self._error(item))
+                    ended = True
+                elif item is END:
+                    out.append(self._error(errors.EngineFailed(
+                        f"engine-{self.model_id} ended the stream without Done")))
+                    ended = True
+            except sse.MalformedEvents as exc:
+                log.error("frontdoor.malformed_events", request_id=self.request_id,
+                          error=str(exc))
+                self.job.abandoned.set()   # stops the worker: the engine is cancelled
+                out.append(self._error(exc))
+                ended = True
+            if ended:
+                break
+        if out:
+            self.last_sent = now
+        return b"".join(out), ended
+
+    def _error(self, exc: BaseException) -> bytes:
+        status, kind, message = public_error(exc)
+        log.info("frontdoor.stream_error", request_id=self.request_id, status=status,
+                 error_type=kind, message=message)
+        return self.state.error(kind, message, self.request_id)
