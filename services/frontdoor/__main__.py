@@ -16,7 +16,7 @@ from anyclaude.errors import ConfigError
 from .app import create_app
 from .auth import check_exposure
 from .breaker import Breaker
-from .gateway import BusEngines, BusOptimizer
+from .gateway import BusEngines, BusOptimizer, BusSearch
 from .server import make_server
 
 log = structlog.get_logger()
@@ -33,7 +33,8 @@ def main() -> int:
     logs.configure("frontdoor", log_dir=settings.log_dir, console_level=settings.logging.level)
     breaker = Breaker()
     app = create_app(settings=settings, engines=BusEngines(settings),
-                     optimizer=BusOptimizer(settings), breaker=breaker)
+                     optimizer=BusOptimizer(settings), breaker=breaker,
+                     search=BusSearch(settings))
     service = bus.Service("frontdoor", {}, info=lambda: {
         "breaker": breaker.state, "port": settings.server.port})
     loop = threading.Thread(target=service.run, kwargs={"ready": False}, name="bus-loop",

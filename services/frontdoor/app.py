@@ -22,9 +22,10 @@ import falcon
 import structlog
 
 from anyclaude import errors
+from anyclaude import messages as messages_mod
 from anyclaude.config import Settings
 
-from . import auth, parse, sse
+from . import auth, parse, search_route, sse
 from .breaker import IGNORE, SUCCESS, Breaker
 from .catalog import Catalog
 from .inflight import InFlight, request_key
@@ -55,7 +56,8 @@ class FrontDoorApp(falcon.App):
 def create_app(*, settings: Settings, engines, optimizer=None, breaker: Breaker,
                clock: Callable[[], float] = time.monotonic, stall_after_s: float = 240.0,
                progress_ping_s: float = 1.0, write_deadline_s: float | None = None,
-               duplicate_wait_s: float = 10.0, early_grace_s: float = 0.25) -> FrontDoorApp:
+               duplicate_wait_s: float = 10.0, early_grace_s: float = 0.25,
+               search=None) -> FrontDoorApp:
     """The WSGI app.
 
     stall_after_s: seconds without a content event before a keepalive content event
@@ -66,6 +68,8 @@ def create_app(*, settings: Settings, engines, optimizer=None, breaker: Breaker,
     duplicate_wait_s: how long an identical request waits for the copy it replaces.
     early_grace_s: how long a stream waits for the engine's first decisive frame so that
         an immediate refusal is an HTTP status (message_start follows it at once).
+    search: a callable returning this thread's search function (websearch.SearchFn), for
+        Claude Code's dedicated WebSearch call; None answers it `unavailable`.
     """
     auth.check_exposure(settings)
     catalog = Catalog(settings)
@@ -80,7 +84,7 @@ def create_app(*, settings: Settings, engines, optimizer=None, breaker: Breaker,
     app.req_options.default_media_type = "application/json"
     app.add_error_handler(Exception, _on_error)
     app.add_error_handler(falcon.HTTPError, _on_error)
-    messages = _Messages(settings, catalog, engines, optimizer, breaker, inflight, relay)
+    messages = _Messages(settings, catalog, engines, optimizer, breaker, inflight, relay, search)
     app.add_route("/", _Root())
     app.add_route("/health", _Health(engines, breaker, inflight))
     app.add_route("/v1/messages", messages)
@@ -133,6 +137,10 @@ def _on_error(req, resp, ex, params):
              message=message)
 
 
+def _search_off(query, allowed, blocked):
+    return messages_mod.Results(error_code="unavailable", message="web search is not configured")
+
+
 def _disconnected(req) -> Callable[[], bool]:
     check = req.env.get("waitress.client_disconnected")
     return check if check is not None else (lambda: False)
@@ -173,8 +181,9 @@ class _Models:
 
 
 class _Messages:
-    def __init__(self, settings, catalog, engines, optimizer, breaker, inflight, relay):
+    def __init__(self, settings, catalog, engines, optimizer, breaker, inflight, relay, search):
         self.settings, self.catalog, self.engines = settings, catalog, engines
+        self.search = search
         self.optimizer, self.breaker = optimizer, breaker
         self.inflight, self.relay = inflight, relay
         self.max_body = settings.server.max_body_mb * 1024 * 1024
@@ -193,6 +202,7 @@ class _Messages:
 
     def _prepare(self, request: dict, request_id: str) -> dict:
         """Route to a local model, let the optimizer rewrite, clamp max_tokens."""
+        request.setdefault("requested_model", request["model"])
         request["model"] = self.catalog.resolve(request["model"])
         if self.optimizer is not None:
             request = self.optimizer.optimize(request)
@@ -206,8 +216,13 @@ class _Messages:
     def on_post(self, req, resp):
         rid = req.context.request_id
         body = self._body(req)
-        parsed = parse.parse_request(parse.decode_body(body))
+        decoded = parse.decode_body(body)
+        parsed = parse.parse_request(decoded)
         requested = parsed.request["model"]
+        self.catalog.resolve(requested)  # an unknown model is a 404 before anything else
+        searching = search_route.dedicated_search(decoded, parsed.request)
+        if searching is not None:
+            return self._search(req, resp, searching, parsed.stream, requested)
         request = self._prepare(parsed.request, rid)
         log.info("frontdoor.request", request_id=rid, model=requested, local=request["model"],
                  stream=parsed.stream, messages=len(request["messages"]))
@@ -222,6 +237,19 @@ class _Messages:
         resp.content_type = "text/event-stream"
         resp.set_header("cache-control", "no-cache")
         resp.stream = body_iter
+
+    def _search(self, req, resp, searching, stream: bool, requested: str) -> None:
+        query, tool = searching
+        search = self.search() if self.search is not None else _search_off
+        answer = search_route.answer(query, tool, search, stream=stream, model=requested,
+                                     message_id=new_id("msg_"),
+                                     request_id=req.context.request_id)
+        if not stream:
+            resp.media = answer
+            return
+        resp.content_type = "text/event-stream"
+        resp.set_header("cache-control", "no-cache")
+        resp.stream = answer
 
     def on_post_count(self, req, resp):
         rid = req.context.request_id

@@ -71,9 +71,23 @@ class BusEngines:
         return out
 
 
+class BusSearch:
+    """``search()`` -> this thread's search function over the websearch service."""
+
+    def __init__(self, settings: Settings):
+        self.timeout = settings.search.timeout_s + 2.0
+        self._clients = _PerThread()
+
+    def __call__(self):
+        from .websearch import bus_search
+        return bus_search(self._clients.client("websearch"), timeout_s=self.timeout)
+
+
 class BusOptimizer:
     def __init__(self, settings: Settings, *, timeout: float | None = None):
-        self.timeout = timeout if timeout is not None else max(settings.timeouts.accept_s, 5.0)
+        # The optimizer may ask the engine for exact counts (optimizer.count_timeout_s).
+        self.timeout = timeout if timeout is not None else (
+            max(settings.timeouts.accept_s, 5.0) + settings.optimizer.count_timeout_s)
         self._clients = _PerThread()
 
     def optimize(self, request: dict) -> dict:

@@ -1,0 +1,38 @@
+"""Web search through the whole system: front door -> websearch service -> (fake) SearXNG."""
+
+from __future__ import annotations
+
+from claude_cli import run_claude
+
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
+
+
+def test_dedicated_search_call_streams_result_blocks(system, client):
+    before = system.service("engine-tiny")["info"]["requests"]
+    with client.messages.stream(
+            model="claude-sonnet-4-6", max_tokens=1024, tools=[WEB_SEARCH],
+            system="You are an assistant for performing a web search tool use",
+            messages=[{"role": "user",
+                       "content": "Perform a web search for the query: python docs sdk"}]) as stream:
+        reply = stream.get_final_message()
+    kinds = [b.type for b in reply.content]
+    assert kinds == ["server_tool_use", "web_search_tool_result", "text"]
+    assert reply.content[0].input == {"query": "python docs sdk"}
+    urls = [r.url for r in reply.content[1].content]
+    assert urls == ["https://docs.python.org/3/", "https://example.com/a", "http://other.org/b"]
+    assert "Alpha snippet" in reply.content[2].text  # snippets reach the model as text
+    assert reply.usage.server_tool_use.web_search_requests == 1
+    assert system.searxng.queries("python docs sdk")  # it went to the configured SearXNG
+    assert system.service("engine-tiny")["info"]["requests"] == before  # no model call
+
+
+def test_claude_code_websearch_is_served_by_the_bridge(system):
+    system.say(("Example A", "Found it: Example A."),
+               ("search the web", '<tool_call>{"name": "WebSearch", "arguments": {"query": "anyclaude bridge query"}}</tool_call>'))
+    run = run_claude(system, "search the web for the bridge", tools="WebSearch", bare=False)
+    assert run.result["is_error"] is False, run.result
+    assert [u["name"] for u in run.tool_uses()] == ["WebSearch"]
+    assert system.searxng.queries("anyclaude bridge query")
+    result_text = str(run.tool_results()[0]["content"])
+    assert "https://example.com/a" in result_text
+    assert run.result["result"] == "Found it: Example A."
