@@ -363,7 +363,7 @@ class Client:
             reply = self.receive(request_id, timeout)
             if reply is not None:
                 if isinstance(reply, messages.Error):
-                    raise errors.from_wire(reply.type, reply.message, reply.retryable)
+                    raise errors.from_wire(reply.type, reply.message, reply.retryable, reply.retry_after)
                 return reply
             self.reset()
             log.info("bus.client.retry", peer=self.name, kind=msg.kind, attempt=attempt + 1)
@@ -394,7 +394,8 @@ class Client:
                     f"{self.name} did not accept the request within {deadlines.accept:g} s")
             if isinstance(accepted, messages.Error):
                 finished = True
-                raise errors.from_wire(accepted.type, accepted.message, accepted.retryable)
+                raise errors.from_wire(accepted.type, accepted.message, accepted.retryable,
+                                        accepted.retry_after)
             yield accepted
             started = time.monotonic()
             seen_output = not isinstance(accepted, messages.Accepted)
@@ -410,7 +411,8 @@ class Client:
                     raise errors.Timeout(f"{self.name} produced no {what} in time")
                 if isinstance(frame, messages.Error):
                     finished = True
-                    raise errors.from_wire(frame.type, frame.message, frame.retryable)
+                    raise errors.from_wire(frame.type, frame.message, frame.retryable,
+                                        frame.retry_after)
                 if isinstance(frame, (messages.Delta, messages.Done)):
                     seen_output = True
                 if isinstance(frame, messages.Done):

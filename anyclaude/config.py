@@ -45,6 +45,13 @@ class ModelConfig:
     base_url: str = ""            # openai / anthropic kinds
     api_key_env: str = ""         # name of the environment variable holding the key
     display_name: str = ""
+    base_urls: tuple = ()         # openai / anthropic: several upstreams of one model (cache affinity)
+    concurrency: int = 0          # requests run at once; 0 = 1 for mlx, 4 for openai / anthropic
+    tokenizer: str = ""           # openai: local tokenizer dir for exact counts ("" = path if local)
+    extra_params: bool = False    # openai: also send top_k and chat_template_kwargs.enable_thinking
+    max_tokens_field: str = "max_tokens"   # openai: max_tokens | max_completion_tokens
+    trace_dir: str = ""           # openai / anthropic: one JSON-lines trace per exchange, keys redacted
+    timeout_s: float = 600.0      # openai / anthropic: longest silence accepted from the upstream
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,7 @@ _ALLOWED = {
     ("models", "kind"): ("mlx", "openai", "anthropic"),
     ("models", "tool_parser"): ("auto", "hermes", "qwen3_coder", "mistral", "llama3", "none"),
     ("logging", "level"): ("debug", "info", "warning", "error"),
+    ("models", "max_tokens_field"): ("max_tokens", "max_completion_tokens"),
 }
 
 
@@ -259,9 +267,15 @@ def _coerce(value, expected, what: str):
     elif expected is str:
         if isinstance(value, str):
             return value
+    elif expected is tuple:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
     else:
         return value
-    raise ConfigError(f"{what} = {value!r}: expected {expected.__name__}")
+    wanted = "a list of strings" if expected is tuple else expected.__name__
+    raise ConfigError(f"{what} = {value!r}: expected {wanted}")
 
 
 def _env_overrides(section: str, cls, env) -> dict:

@@ -59,6 +59,20 @@ class Overloaded(AnyclaudeError):
         self.retry_after = retry_after
 
 
+class RateLimited(AnyclaudeError):
+    """An upstream server's own rate limit (remote backends)."""
+    type = "rate_limit"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermissionDenied(AnyclaudeError):
+    type = "permission"
+
+
 class Timeout(AnyclaudeError):
     type = "timeout"
     retryable = True
@@ -91,7 +105,8 @@ class ConfigError(AnyclaudeError):
 
 _BY_TYPE = {cls.type: cls for cls in (
     AnyclaudeError, InvalidRequest, PromptTooLong, UnsupportedContent, AuthenticationFailed,
-    NotFound, RequestTooLarge, Overloaded, Timeout, ServiceUnavailable, EngineFailed,
+    NotFound, RequestTooLarge, Overloaded, RateLimited, PermissionDenied, Timeout,
+    ServiceUnavailable, EngineFailed,
     Cancelled, BadFrame, ConfigError)}
 
 # internal type -> (HTTP status, Anthropic error.type)
@@ -120,15 +135,16 @@ def to_anthropic(error_type: str) -> tuple[int, str]:
     return _ANTHROPIC.get(error_type, (500, "api_error"))
 
 
-def from_wire(error_type: str, message: str, retryable: bool = False) -> AnyclaudeError:
+def from_wire(error_type: str, message: str, retryable: bool = False,
+              retry_after: float = 0.0) -> AnyclaudeError:
     """Rebuild an exception from a ``messages.Error``."""
     cls = _BY_TYPE.get(error_type, AnyclaudeError)
     if cls is PromptTooLong:
         exc = InvalidRequest(message)
         exc.type = "prompt_too_long"
         return exc
-    if cls is Overloaded:
-        return Overloaded(message)
+    if cls in (Overloaded, RateLimited):
+        return cls(message, retry_after=retry_after or 1.0)
     exc = cls(message, retryable=retryable)
     if cls is AnyclaudeError:
         exc.type = error_type

@@ -109,6 +109,7 @@ class Error(Message):
     type: str
     message: str
     retryable: bool = False
+    retry_after: float = 0.0   # seconds, when the failing side knows (an upstream 429)
 
 
 @kind

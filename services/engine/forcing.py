@@ -3,7 +3,7 @@
 A force file (``EngineCore(force_file=...)`` or ``$ANYCLAUDE_FORCE_FILE``, re-read on every
 request so a test can rewrite it) holds rules::
 
-    {"rules": [{"match": "substring", "say": "text", "times": 1}, ...]}
+    {"rules": [{"match": "substring", "say": "text", "times": 1, "fail": false}, ...]}
 
 The first rule whose ``match`` occurs in the text of the request's last message (its text
 blocks and tool_result texts) applies; ``"match": ""`` matches anything; ``times`` limits how
@@ -11,6 +11,8 @@ often a rule applies (counted in memory, per file content). With no rule the mod
 normally. The chosen text is tokenized (special tokens such as ``<tool_call>`` become their
 own ids) and a logits processor makes the model produce exactly those tokens, then EOS.
 Everything downstream - detokenizing, stop sequences, output parsing, usage - runs as usual.
+``"fail": true`` makes the engine fail after saying the text (instead of finishing), to
+test what a client sees when a stream breaks midway.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ class ForceRules:
 
     def pick(self, request: dict) -> str | None:
         """The text to force for this request, or None (also when there is no force file)."""
+        rule = self.pick_rule(request)
+        return rule["say"] if rule else None
+
+    def pick_rule(self, request: dict) -> dict | None:
+        """The rule that applies to this request, or None."""
         path = self.path()
         if not path:
             return None
@@ -61,7 +68,7 @@ class ForceRules:
                 continue
             self._uses[(digest, index)] = used + 1
             log.info("engine.force.rule", path=path, rule=index, chars=len(rule["say"]))
-            return rule["say"]
+            return rule
         return None
 
 

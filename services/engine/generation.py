@@ -115,7 +115,7 @@ class EngineCore:
             raise errors.PromptTooLong(n_prompt, self.context_window - 1)
         max_tokens = self._clamp_max_tokens(request, n_prompt)
         sampler = self._sampler(request)
-        processors = self._forcing(request)
+        processors, fail_after = self._forcing(request)
         tools = request.get("tools") or []
         if (request.get("tool_choice") or {}).get("type") == "none":
             tools = []
@@ -174,6 +174,8 @@ class EngineCore:
         if finish == "end_turn" and parser.tool_calls > 0:
             finish = "tool_use"
 
+        if fail_after:
+            raise errors.EngineFailed("injected failure after the forced text (force file)")
         output_tokens = sum(1 for t in generated if t not in self.eos_ids)
         done_at = time.monotonic()
         ttft = (first_token_at or done_at) - started
@@ -213,10 +215,11 @@ class EngineCore:
         return make_sampler(temp=float(temp), top_p=float(top_p), top_k=int(top_k))
 
     def _forcing(self, request: dict):
-        say = self.forcing.pick(request)
-        if say is None:
-            return None
-        return [ForcedText(encode_exact(self.tokenizer, say), self.eos_id)]
+        """(logits processors, fail afterwards?) from the force file's rule, if any."""
+        rule = self.forcing.pick_rule(request)
+        if rule is None:
+            return None, False
+        return [ForcedText(encode_exact(self.tokenizer, rule["say"]), self.eos_id)], bool(rule.get("fail"))
 
     def _usage(self, n_prompt: int, reused: int, output_tokens: int) -> dict:
         # Anthropic: total input = input_tokens + cache_read + cache_creation. With the

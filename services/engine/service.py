@@ -2,6 +2,11 @@
 
 The bus loop (main thread) only admits, cancels and answers counts; the generation thread
 loads the model, marks the service ready, then runs requests one at a time in order.
+
+The core depends on the model's kind: "mlx" runs the model here (EngineCore); "openai" and
+"anthropic" forward to an upstream server (backend_openai / backend_anthropic). Those run
+``concurrency`` requests at once (more generation threads) and count on a small thread
+pool, since their counts may wait on the network.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
@@ -43,7 +49,9 @@ class EngineService:
         self.core = None
         self.jobs: dict[bytes, Job] = {}          # queued or running, for dedup and cancel
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=settings.engine.queue_size)
-        self.running: Job | None = None
+        self.concurrency = _concurrency(self.model_config)
+        self.running: dict[bytes, Job] = {}
+        self.count_pool: ThreadPoolExecutor | None = None
         self.counters = {"requests": 0, "completed": 0, "cancelled": 0, "failed": 0,
                          "rejected": 0, "output_tokens": 0, "input_tokens": 0,
                          "cache_read_tokens": 0}
@@ -82,12 +90,25 @@ class EngineService:
     def on_count(self, call: bus.Call) -> None:
         if self.core is None:
             raise errors.ServiceUnavailable(f"{self.name} is still loading the model")
+        if self.count_pool is not None:   # the count may wait on an upstream: not in this loop
+            self.count_pool.submit(self._count, call)
+            return
         tokens = self.core.count(call.message.request)
         call.send(messages.Counted(tokens, self.model_config.context_window))
 
+    def _count(self, call: bus.Call) -> None:
+        try:
+            tokens = self.core.count(call.message.request)
+            call.send(messages.Counted(tokens, self.model_config.context_window))
+        except errors.AnyclaudeError as exc:
+            call.send(messages.Error(exc.type, exc.message, exc.retryable))
+        except Exception as exc:
+            log.exception("engine.count_failed")
+            call.send(messages.Error("engine", f"count failed: {exc.__class__.__name__}: {exc}"))
+
     def _position(self, job: Job) -> int:
         """Requests ahead of this one (0: it runs next or now)."""
-        ahead = self.queue.qsize() - 1 + (self.running is not None)
+        ahead = self.queue.qsize() - 1 + len(self.running) - (self.concurrency - 1)
         return max(0, ahead)
 
     # -- generation thread --
@@ -99,7 +120,14 @@ class EngineService:
             log.error("engine.load_failed", model=self.model_id, error=exc.message)
             self.service.stop()
             return
+        if getattr(self.core, "slow_count", False):
+            self.count_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="count")
+        for i in range(1, self.concurrency):
+            threading.Thread(target=self._work, name=f"generation-{i}", daemon=True).start()
         self.service.mark_ready()
+        self._work()
+
+    def _work(self) -> None:
         while True:
             job = self.queue.get()
             if job is None:
@@ -115,7 +143,7 @@ class EngineService:
             self.counters["cancelled"] += 1
             self.jobs.pop(job.key, None)
             return
-        self.running = job
+        self.running[job.key] = job
         outcome = {"kind": None}
 
         def emit(msg: messages.Message) -> None:
@@ -131,7 +159,7 @@ class EngineService:
             log.exception("engine.generate_crashed", request_id=rid)
             emit(messages.Error("engine", f"engine failure: {exc.__class__.__name__}: {exc}", True))
         finally:
-            self.running = None
+            self.running.pop(job.key, None)
             self.jobs.pop(job.key, None)
         final = outcome["kind"]
         if isinstance(final, messages.Done):
@@ -146,6 +174,16 @@ class EngineService:
             self.counters["failed"] += 1
 
     def _load(self):
+        kind = self.model_config.kind
+        if kind in ("openai", "anthropic"):
+            if kind == "openai":
+                from anyclaude.services.engine.backend_openai import OpenAICore as Core
+            else:
+                from anyclaude.services.engine.backend_anthropic import AnthropicCore as Core
+            log.info("engine.loading", model=self.model_id, kind=kind)
+            core = Core(self.model_id, self.model_config)
+            log.info("engine.loaded", model=self.model_id, kind=kind, concurrency=self.concurrency)
+            return core
         from anyclaude.services.engine import blas
         from anyclaude.services.engine.generation import EngineCore
         path = self.model_config.path
@@ -177,7 +215,8 @@ class EngineService:
         cache = self.core.cache_stats() if self.core is not None else {}
         looked = cache.get("hits", 0) + cache.get("misses", 0)
         return {"model": self.model_id, "blas": blas.active_blas(),
-                "queue": self.queue.qsize(), "busy": self.running is not None,
+                "queue": self.queue.qsize(), "busy": bool(self.running),
+                "running": len(self.running),
                 "load_error": self.load_error, **self.counters,
                 "cache": {"hit_rate": round(cache.get("hits", 0) / looked, 3) if looked else None,
                           **{k: cache[k] for k in ("hits", "misses", "disk_hits", "reused_tokens",
@@ -191,3 +230,11 @@ class EngineService:
             self.core.close()
         if self.load_error:
             raise SystemExit(2)
+
+
+def _concurrency(cfg) -> int:
+    """Requests run at once: ``models.<id>.concurrency``, else 1 for mlx and 4 for upstreams."""
+    configured = int(getattr(cfg, "concurrency", 0) or 0)
+    if cfg.kind == "mlx":
+        return 1       # one model, one generation thread
+    return configured if configured > 0 else 4

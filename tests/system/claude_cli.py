@@ -49,14 +49,17 @@ def run_claude(system, prompt: str, *, bare: bool = True, tools: str = "Bash",
     env = {**os.environ, **claude_env(settings), "HOME": tempfile.mkdtemp(prefix="cc-home-"),
            "CLAUDE_CODE_MAX_RETRIES": "0", **(extra_env or {})}
     env.pop("ANTHROPIC_AUTH_TOKEN", None)
-    command = [binary, "-p", prompt, "--output-format", "stream-json", "--verbose",
+    # A long prompt goes through stdin (one argument may not exceed 128 KB).
+    via_stdin = len(prompt) > 100_000
+    command = [binary, "-p", *([] if via_stdin else [prompt]), "--output-format", "stream-json", "--verbose",
                "--no-session-persistence", "--max-turns", str(max_turns), *args]
     if bare:
         command.append("--bare")
     if tools:
         command += ["--tools", tools, "--allowedTools", tools]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd or tempfile.mkdtemp(prefix="cc-work-"), stdin=subprocess.DEVNULL)
+                          cwd=cwd or tempfile.mkdtemp(prefix="cc-work-"),
+                          input=prompt if via_stdin else "")
     events = []
     for line in proc.stdout.splitlines():
         line = line.strip()

@@ -61,6 +61,9 @@ disk_budget_mb = 256
 memory_budget_mb = 256
 block_tokens = 64
 
+[timeouts]
+accept_s = 2.0
+
 [search]
 searxng_url = "{searxng.url}"
 timeout_s = 2.0
@@ -78,10 +81,11 @@ dir = "{home / 'logs'}"
         return subprocess.run([sys.executable, "-m", "anyclaude.cli", *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout)
 
-    def say(self, *rules: tuple[str, str], otherwise: str | None = "ok") -> None:
+    def say(self, *rules: tuple, otherwise: str | None = "ok") -> None:
         """Make the engine say `text` when the last user message contains `match`:
-        (match, text). Any other request (Claude Code's side calls) gets `otherwise`."""
-        listed = [{"match": m, "say": t} for m, t in rules]
+        (match, text) or (match, text, extra rule fields such as {"fail": True, "times": 1}).
+        Any other request (Claude Code's side calls) gets `otherwise`."""
+        listed = [{"match": r[0], "say": r[1], **(r[2] if len(r) > 2 else {})} for r in rules]
         if otherwise is not None:
             listed.append({"match": "", "say": otherwise})
         self.force_file.write_text(json.dumps({"rules": listed}))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+
 from claude_cli import run_claude
 
 
@@ -56,3 +60,50 @@ def test_full_request_with_all_tools_hits_the_prefix_cache_on_the_next_turn(syst
     assert usage["cache_read_input_tokens"] > 5_000  # the second turn reused the first's prefix
     after = system.service("engine-tiny")["info"]
     assert after["cache"].get("hits", 0) > before["cache"].get("hits", 0)
+
+
+def test_stream_failure_falls_back_to_a_non_streaming_request(system):
+    """A stream that breaks midway (the engine fails after some text) makes Claude Code
+    retry without streaming; the non-streaming path must answer it."""
+    system.say(("break the stream", "Partial answer", {"fail": True, "times": 1}),
+               ("break the stream", "Recovered answer."))
+    log = system.home / "logs" / "frontdoor.log"
+    start = len(log.read_text().splitlines())
+    run = run_claude(system, "break the stream please", tools="")
+    assert run.result["is_error"] is False, run.result
+    assert run.result["result"] == "Recovered answer."
+    lines = [json.loads(l) for l in log.read_text().splitlines()[start:]]
+    requests = [l["stream"] for l in lines if l.get("event") == "frontdoor.request"]
+    assert requests[:2] == [True, False]  # the stream failed; the fallback was non-streaming
+
+
+def test_context_overflow_surfaces_as_prompt_is_too_long(system):
+    system.say()
+    # Claude Code is told of a bigger window than the model has, so it sends the request.
+    run = run_claude(system, "hello " + "lorem ipsum dolor sit amet " * 9000, tools="",
+                     extra_env={"CLAUDE_CODE_MAX_CONTEXT_TOKENS": "200000",
+                                "CLAUDE_CODE_AUTO_COMPACT_WINDOW": "200000"})
+    assert run.result["is_error"] is True
+    assert run.result["api_error_status"] == 400
+    assert run.result["result"].startswith("Prompt is too long")
+    assert "limit" in run.result["result"]  # it parsed our "N tokens > M maximum"
+
+
+def test_overloaded_engine_surfaces_as_529(system):
+    """With the engine frozen it cannot accept the request: 529 overloaded_error, which
+    Claude Code reports (and would retry; retries are off in these runs)."""
+    system.say(("are you there", "yes"))
+    engine = system.wait_ready("engine-tiny")
+    os.kill(engine["pid"], signal.SIGSTOP)
+    try:
+        run = run_claude(system, "are you there", tools="")
+    finally:
+        try:
+            os.kill(engine["pid"], signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # the supervisor replaced the frozen engine meanwhile
+    assert run.result["is_error"] is True
+    assert run.result["api_error_status"] == 529
+    system.wait_ready("engine-tiny")
+    again = run_claude(system, "are you there", tools="")
+    assert again.result["result"] == "yes"
