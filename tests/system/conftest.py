@@ -33,23 +33,21 @@ def free_port() -> int:
 
 
 class System:
-    def __init__(self, home: Path, port: int, searxng: FakeSearxng, model_dir: Path):
+    def __init__(self, home: Path, port: int, searxng: FakeSearxng, model_dir: Path,
+                 models: str | None = None):
         self.home, self.port, self.searxng = home, port, searxng
         self.url = f"http://127.0.0.1:{port}"
         self.force_file = home / "force.json"
         self.force_file.write_text(json.dumps({"rules": []}))
+        if models is None:
+            models = (f'[models.tiny]\npath = "{model_dir}"\ncontext_window = {CONTEXT_WINDOW}\n'
+                      'max_output_tokens = 256\n\n[routes]\ndefault = "tiny"\n')
         self.config = home / "anyclaude.toml"
         self.config.write_text(f"""
 [server]
 port = {port}
 
-[models.tiny]
-path = "{model_dir}"
-context_window = {CONTEXT_WINDOW}
-max_output_tokens = 256
-
-[routes]
-default = "tiny"
+{models}
 
 [engine]
 force_file = "{self.force_file}"
