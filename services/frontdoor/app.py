@@ -265,4 +265,6 @@ class _Messages:
             raise
         finally:
             self.breaker.record(outcome, trial=trial)
+        log.info("frontdoor.count_tokens", request_id=rid, model=request["model"],
+                 input_tokens=int(tokens))
         resp.media = {"input_tokens": int(tokens)}

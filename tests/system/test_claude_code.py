@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import time
 
 from claude_cli import run_claude
+from claude_tty import Interactive
 
 
 def test_text_answer(system):
@@ -107,3 +110,24 @@ def test_overloaded_engine_surfaces_as_529(system):
     system.wait_ready("engine-tiny")
     again = run_claude(system, "are you there", tools="")
     assert again.result["result"] == "yes"
+
+
+def test_context_command_counts_through_count_tokens(system):
+    """Interactive /context asks count_tokens for each part of the prompt."""
+    system.say()
+    log = system.home / "logs" / "frontdoor.log"
+    start = len(log.read_text().splitlines())
+    cc = Interactive(system)
+    try:
+        assert cc.read_until("\u276f", 60), cc.screen[-2000:]  # the input prompt
+        cc.type("/context")
+        time.sleep(0.5)
+        cc.type("\r")
+        assert cc.read_until(r"Free\s*space", 60), cc.screen[-2000:]
+    finally:
+        cc.close()
+    counts = [json.loads(l)["input_tokens"] for l in log.read_text().splitlines()[start:]
+              if '"frontdoor.count_tokens"' in l]
+    assert counts, "Claude Code did not call count_tokens"
+    shown = re.search(r"Messages:\s*(\d+)\s*tokens", cc.screen)
+    assert shown and int(shown.group(1)) in counts  # our count is what Claude Code shows
