@@ -21,6 +21,57 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def _mb(n) -> str:
+    return f"{(n or 0) / 2**20:.0f}MB"
+
+
+def _engine(i: dict) -> list[str]:
+    cache = i.get("cache") or {}
+    rate = cache.get("hit_rate")
+    return [f"model={i.get('model')}", f"blas={i.get('blas')}", f"queue={i.get('queue', 0)}",
+            f"done={i.get('completed', 0)}",
+            f"cache hit={'-' if rate is None else f'{rate:.0%}'}",
+            f"cached={cache.get('cached_tokens', 0)}tok/{_mb(cache.get('bytes'))}",
+            f"disk hits={cache.get('disk_hits', 0)}"]
+
+
+def _kvstore(i: dict) -> list[str]:
+    looked = (i.get("hits") or 0) + (i.get("misses") or 0)
+    rate = f"{i.get('hits', 0) / looked:.0%}" if looked else "-"
+    return [f"store={_mb(i.get('bytes'))}/{_mb(i.get('budget'))}", f"files={i.get('entries', 0)}",
+            f"hit={rate}", *(["DEGRADED (disk writes failing)"] if i.get("degraded") else [])]
+
+
+def _websearch(i: dict) -> list[str]:
+    if not i.get("configured"):
+        return ["search off (set search.searxng_url)"]
+    reach = {True: "reachable", False: "UNREACHABLE", None: "unchecked"}[i.get("reachable")]
+    return [f"searxng {reach}", f"breaker={(i.get('breaker') or {}).get('state')}",
+            f"searches={(i.get('counters') or {}).get('searches', 0)}"]
+
+
+def _optimizer(i: dict) -> list[str]:
+    routes = ",".join(f"{k}:{v}" for k, v in (i.get("routes") or {}).items()) or "-"
+    return [f"requests={i.get('requests', 0)}", f"routes={routes}", f"cuts={i.get('cuts', 0)}",
+            f"saved={i.get('tokens_saved', 0)}tok"]
+
+
+_SUMMARIES = {"engine": _engine, "kvstore": _kvstore, "websearch": _websearch,
+              "optimizer": _optimizer}
+
+
+def service_summary(name: str, info: dict, width: int = 90) -> str:
+    """What matters about a service at a glance; the full info is in `status --json`."""
+    summarize = _SUMMARIES.get(name.split("-")[0])
+    if summarize is None or not info:
+        return info_summary(info, width)
+    try:
+        text = " ".join(summarize(info))
+    except (TypeError, ValueError, AttributeError, KeyError):
+        return info_summary(info, width)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def info_summary(info: dict, width: int = 60) -> str:
     parts = []
     for key, value in info.items():
@@ -39,7 +90,7 @@ def rows(status: dict) -> list[tuple[str, ...]]:
         age = s.get("last_heartbeat_age_s")
         out.append((s["name"], s["state"], str(s["pid"] or "-"), duration(s.get("uptime_s")),
                     str(s["restarts"]), "-" if age is None else f"{age:.1f}s ago",
-                    info_summary(s.get("info") or {})))
+                    service_summary(s["name"], s.get("info") or {})))
     return out
 
 

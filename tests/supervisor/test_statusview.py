@@ -1,0 +1,28 @@
+"""The status table's per-service summaries."""
+
+from anyclaude.statusview import service_summary
+
+
+def test_engine_summary_shows_blas_and_cache_hit_rate():
+    info = {"model": "qwen", "blas": "openblas", "queue": 2, "completed": 7,
+            "cache": {"hit_rate": 0.75, "cached_tokens": 20000, "bytes": 80 * 2**20, "disk_hits": 1}}
+    text = service_summary("engine-qwen", info)
+    assert "blas=openblas" in text and "cache hit=75%" in text and "cached=20000tok/80MB" in text
+
+
+def test_kvstore_summary_shows_size_budget_and_degraded():
+    text = service_summary("kvstore", {"bytes": 2**30, "budget": 8 * 2**30, "entries": 3,
+                                       "hits": 1, "misses": 3, "degraded": True})
+    assert "store=1024MB/8192MB" in text and "hit=25%" in text and "DEGRADED" in text
+
+
+def test_websearch_summary_says_whether_searxng_is_reachable():
+    assert "search off" in service_summary("websearch", {"configured": False})
+    text = service_summary("websearch", {"configured": True, "reachable": False,
+                                         "breaker": {"state": "open"}, "counters": {}})
+    assert "UNREACHABLE" in text and "breaker=open" in text
+
+
+def test_unknown_or_odd_info_falls_back_to_the_raw_fields():
+    assert service_summary("frontdoor", {"breaker": "closed"}) == "breaker=closed"
+    assert "model=" in service_summary("engine-x", {"model": "x", "cache": "odd"})
