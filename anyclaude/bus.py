@@ -318,7 +318,9 @@ class Client:
             except zmq.Again:
                 # IMMEDIATE: no connected peer yet (starting, restarting, or down).
                 if time.monotonic() >= deadline:
-                    raise errors.ServiceUnavailable(f"{self.name} is not running") from None
+                    raise errors.ServiceUnavailable(
+                        f"{self.name} is not running (or not answering: no connection within "
+                        f"{timeout:g} s)") from None
                 if self.sock.poll(min(50, POLL_MS), zmq.POLLOUT):
                     continue
 
@@ -340,7 +342,9 @@ class Client:
             for sock, _ in poller.poll(min(int(left * 1000) + 1, POLL_MS)):
                 if sock is self.monitor:
                     self.monitor.recv_multipart()
-                    raise errors.EngineFailed(f"{self.name} went away", retryable=True)
+                    exc = errors.EngineFailed(f"{self.name} went away", retryable=True)
+                    exc.peer_gone = True   # the process disconnected (crashed, killed)
+                    raise exc
                 try:
                     frames = self.sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
@@ -383,7 +387,12 @@ class Client:
         try:
             accepted = None
             for attempt in range(retries + 1):
-                self.send(msg, request_id, timeout=deadlines.accept)
+                try:
+                    self.send(msg, request_id, timeout=deadlines.accept)
+                except errors.ServiceUnavailable:
+                    if attempt == 0:
+                        raise
+                    break   # a peer that took the first try but no longer answers at all
                 accepted = self._await(request_id, deadlines.accept, client_gone)
                 if accepted is not None:
                     break

@@ -32,7 +32,8 @@ class ServerConfig:
     port: int = 8082
     api_key: str = ""
     max_body_mb: int = 32
-    threads: int = 16
+    threads: int = 16             # at least the engines' slots + queues + 4 are started
+    write_buffer_kb: int = 1024   # per-client output buffered before a write blocks
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class CacheConfig:
     disk_budget_mb: int = 8192
     memory_budget_mb: int = 2048
     block_tokens: int = 256
+    write_retry_s: float = 30.0   # after a failed disk write (disk full), memory-only this long
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class TimeoutsConfig:
     idle_s: float = 120.0
     total_s: float = 7200.0
     ping_interval_s: float = 10.0
+    restart_wait_s: float = 30.0  # a request whose engine died before any output waits this
+                                  # long for the restarted engine (one retry); 0 = no retry
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ sequences -> parse tool calls and thinking (output.py) -> batch events -> Done w
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
 import time
 
 from anyclaude import errors
@@ -52,6 +55,8 @@ class EngineCore:
         self.prefill_step_size = int(prefill_step_size)
         self.delta_interval = delta_interval
         self.renderer = ChatRenderer(self.tokenizer, model_id=model_id)
+        self._renders: dict[bytes, object] = {}   # the last few renders (see _render)
+        self._render_lock = threading.Lock()
         try:
             self.family = choose_family(self.loaded.chat_template, self.loaded.model_type,
                                         None if tool_parser in ("", "auto") else tool_parser)
@@ -78,7 +83,7 @@ class EngineCore:
 
     def count(self, request: dict) -> int:
         """Exactly the number of tokens ``generate`` prefills for this request."""
-        return len(self.renderer.render(request))
+        return len(self._render(request).ids)
 
     def generate(self, request: dict, emit, cancelled) -> None:
         state = {"sent": False}
@@ -108,7 +113,7 @@ class EngineCore:
         import mlx.core as mx
 
         started = time.monotonic()
-        prompt = self.renderer.render_prompt(request)
+        prompt = self._render(request)
         ids = prompt.ids
         n_prompt = len(ids)
         if n_prompt > self.context_window - 1:  # room for at least one output token
@@ -189,6 +194,24 @@ class EngineCore:
                     usage=self._usage(n_prompt, reused, output_tokens))
 
     # -- pieces -----------------------------------------------------------------------------
+
+    def _render(self, request: dict):
+        """render_prompt, remembered for the last few requests: the optimizer's Count and
+        the Generate that follows carry the same conversation, and tokenizing a 16K-token
+        prompt costs ~30 ms on a small CPU. Rendering reads only the keys hashed here."""
+        key = hashlib.blake2b(json.dumps(
+            [request.get(k) for k in ("system", "tools", "messages", "tool_choice", "thinking")],
+            sort_keys=True, separators=(",", ":"), default=str).encode(),
+            digest_size=16).digest()
+        with self._render_lock:
+            found = self._renders.get(key)
+        if found is None:
+            found = self.renderer.render_prompt(request)
+            with self._render_lock:
+                self._renders[key] = found
+                while len(self._renders) > 4:
+                    self._renders.pop(next(iter(self._renders)))
+        return found
 
     def _clamp_max_tokens(self, request: dict, n_prompt: int) -> int:
         asked = int(request.get("max_tokens") or self.max_output_tokens)

@@ -120,6 +120,9 @@ class EngineService:
             log.error("engine.load_failed", model=self.model_id, error=exc.message)
             self.service.stop()
             return
+        kv = getattr(self.core, "kv", None)
+        if kv is not None:    # after a failed disk write (disk full): memory-only this long
+            kv.retry_after = getattr(self.settings.cache, "write_retry_s", kv.retry_after)
         if getattr(self.core, "slow_count", False):
             self.count_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="count")
         for i in range(1, self.concurrency):

@@ -26,16 +26,18 @@ from anyclaude import messages as messages_mod
 from anyclaude.config import Settings
 
 from . import auth, parse, search_route, sse
+from .admission import Admission, slots_for
 from .breaker import IGNORE, SUCCESS, Breaker
 from .catalog import Catalog
 from .inflight import InFlight, request_key
 from .relay import Call, Relay, outcome_of
 from .stream import public_error
+from .upstate import EngineWatch
 
 log = structlog.get_logger()
 
 _REASONS = {499: "Client Closed Request", 529: "Overloaded"}
-_NO_RETRY = {400, 401, 403, 404, 413, 499}
+_NO_RETRY = {400, 401, 403, 404, 413, 499, 503}   # 503: an engine given up on (fatal)
 
 
 def status_line(code: int) -> str:
@@ -57,7 +59,7 @@ def create_app(*, settings: Settings, engines, optimizer=None, breaker: Breaker,
                clock: Callable[[], float] = time.monotonic, stall_after_s: float = 240.0,
                progress_ping_s: float = 1.0, write_deadline_s: float | None = None,
                duplicate_wait_s: float = 10.0, early_grace_s: float = 0.25,
-               search=None) -> FrontDoorApp:
+               search=None, watch: EngineWatch | None = None) -> FrontDoorApp:
     """The WSGI app.
 
     stall_after_s: seconds without a content event before a keepalive content event
@@ -70,15 +72,28 @@ def create_app(*, settings: Settings, engines, optimizer=None, breaker: Breaker,
         an immediate refusal is an HTTP status (message_start follows it at once).
     search: a callable returning this thread's search function (websearch.SearchFn), for
         Claude Code's dedicated WebSearch call; None answers it `unavailable`.
+    watch: what the supervisor says about the engines (upstate.EngineWatch); by default it
+        asks the supervisor's control socket, when there is one.
+
+    Admission (admission.py): engine.queue_size requests wait per engine, beyond its slots;
+    ``app.capacity`` is the sum, and the server starts at least that many threads + 4.
     """
     auth.check_exposure(settings)
     catalog = Catalog(settings)
     inflight = InFlight(wait_s=duplicate_wait_s)
+    slots = {model_id: slots_for(cfg) for model_id, cfg in settings.models.items()}
+    admission = Admission(slots, queue_size=settings.engine.queue_size, clock=clock)
+    capacity = sum(slots.values()) + len(slots) * admission.queue_size
+    if watch is None:
+        watch = EngineWatch(settings.models,
+                            restart_wait=getattr(settings.timeouts, "restart_wait_s", 30.0))
     relay = Relay(engines=engines, breaker=breaker, inflight=inflight,
-                  threads=settings.server.threads, ping_interval=settings.timeouts.ping_interval_s,
+                  threads=max(settings.server.threads, capacity + 2),
+                  ping_interval=settings.timeouts.ping_interval_s,
                   stall_after=stall_after_s, progress_ping=progress_ping_s,
                   write_deadline=write_deadline_s if write_deadline_s is not None
-                  else settings.timeouts.idle_s, early_grace=early_grace_s, clock=clock)
+                  else settings.timeouts.idle_s, early_grace=early_grace_s, clock=clock,
+                  admission=admission, watch=watch)
     app = FrontDoorApp(middleware=[_Middleware(settings)])
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.default_media_type = "application/json"
@@ -86,13 +101,29 @@ def create_app(*, settings: Settings, engines, optimizer=None, breaker: Breaker,
     app.add_error_handler(falcon.HTTPError, _on_error)
     messages = _Messages(settings, catalog, engines, optimizer, breaker, inflight, relay, search)
     app.add_route("/", _Root())
-    app.add_route("/health", _Health(engines, breaker, inflight))
+    app.add_route("/health", _Health(engines, breaker, inflight, relay))
     app.add_route("/v1/messages", messages)
     app.add_route("/v1/messages/count_tokens", messages, suffix="count")
     app.add_route("/v1/models", _Models(catalog))
     app.add_route("/v1/models/{model_id}", _Models(catalog), suffix="one")
     app.relay, app.inflight, app.breaker = relay, inflight, breaker  # for shutdown and tests
+    app.admission, app.watch, app.capacity = admission, watch, capacity
     return app
+
+
+def snapshot(app: FrontDoorApp) -> dict:
+    """Counters for the heartbeat (`anyclaude status`) and /health."""
+    breaker = app.breaker.snapshot()
+    lanes = app.admission.snapshot()
+    return {"breaker": breaker["state"], "breaker_failures": breaker["consecutive_failures"],
+            "breaker_trips": breaker["trips"], "inflight": len(app.inflight),
+            "running": sum(lane["running"] for lane in lanes.values()),
+            "waiting": sum(lane["waiting"] for lane in lanes.values()),
+            "rejected": sum(lane["rejected"] for lane in lanes.values()),
+            "dropped": sum(lane["dropped"] for lane in lanes.values()),
+            "retries": app.relay.retries, "clients_cut": app.relay.clients_cut,
+            "engines_suspected": app.watch.suspects(),
+            "admission": lanes}
 
 
 # --- cross-cutting ------------------------------------------------------------------------
@@ -157,8 +188,8 @@ class _Root:
 
 
 class _Health:
-    def __init__(self, engines, breaker: Breaker, inflight: InFlight):
-        self.engines, self.breaker, self.inflight = engines, breaker, inflight
+    def __init__(self, engines, breaker: Breaker, inflight: InFlight, relay: Relay):
+        self.engines, self.breaker, self.inflight, self.relay = engines, breaker, inflight, relay
 
     def on_get(self, req, resp):
         probe = getattr(self.engines, "health", None)
@@ -166,7 +197,9 @@ class _Health:
         breaker = self.breaker.snapshot()
         ok = breaker["state"] == "closed" and (reachable is None or all(reachable.values()))
         resp.media = {"state": "ok" if ok else "degraded", "breaker": breaker,
-                      "engines": reachable, "inflight": len(self.inflight)}
+                      "engines": reachable, "inflight": len(self.inflight),
+                      "admission": self.relay.admission.snapshot(),
+                      "retries": self.relay.retries, "clients_cut": self.relay.clients_cut}
 
 
 class _Models:
@@ -213,27 +246,52 @@ class _Messages:
             request["max_tokens"] = limit
         return request
 
+    def _prepare_or_explain(self, request: dict, rid: str, local: str) -> dict:
+        """``_prepare``; when the optimizer cannot count because the engine is down, the
+        supervisor's word on the engine (restarting, fatal) replaces its vaguer error."""
+        try:
+            return self._prepare(request, rid)
+        except errors.Overloaded:
+            self.relay.watch.suspect(local)
+            self.relay.watch.check(local)
+            raise
+
     def on_post(self, req, resp):
         rid = req.context.request_id
         body = self._body(req)
         decoded = parse.decode_body(body)
         parsed = parse.parse_request(decoded)
         requested = parsed.request["model"]
-        self.catalog.resolve(requested)  # an unknown model is a 404 before anything else
+        local = self.catalog.resolve(requested)  # an unknown model is a 404 before anything else
         searching = search_route.dedicated_search(decoded, parsed.request)
         if searching is not None:
             return self._search(req, resp, searching, parsed.stream, requested)
-        request = self._prepare(parsed.request, rid)
+        # Refusals come first and at once: breaker open, the engine's queue full.
+        trial = self.breaker.allow()
+        try:
+            place = self.relay.admission.enter(local, rid)
+        except BaseException:
+            self.breaker.record(IGNORE, trial=trial)
+            raise
+        try:
+            self.relay.watch.check(local)        # a suspected engine that is down: say so now
+            request = self._prepare_or_explain(parsed.request, rid, local)
+            place = self.relay.admission.move(place, request["model"])
+            ticket = self.inflight.enter(request_key(req.context.api_key, body), rid)
+        except BaseException:
+            self.relay.admission.leave(place)
+            self.breaker.record(IGNORE, trial=trial)
+            raise
         log.info("frontdoor.request", request_id=rid, model=requested, local=request["model"],
                  stream=parsed.stream, messages=len(request["messages"]))
-        trial = self.breaker.allow()
-        ticket = self.inflight.enter(request_key(req.context.api_key, body), rid)
         call = Call(request_id=rid, message_id=new_id("msg_"), requested_model=requested,
-                    model_id=request["model"], request=request, ticket=ticket, trial=trial)
+                    model_id=request["model"], request=request, ticket=ticket, trial=trial,
+                    place=place)
         if not parsed.stream:
             resp.media = self.relay.complete(call, _disconnected(req))
             return
-        body_iter = self.relay.stream(call, _disconnected(req), thinking=request["thinking"])
+        body_iter = self.relay.stream(call, _disconnected(req), thinking=request["thinking"],
+                                      close_connection=req.env.get("anyclaude.close_connection"))
         resp.content_type = "text/event-stream"
         resp.set_header("cache-control", "no-cache")
         resp.stream = body_iter
@@ -258,10 +316,13 @@ class _Messages:
         trial = self.breaker.allow()
         outcome = IGNORE
         try:
+            self.relay.watch.check(request["model"])   # a down engine: answered at once
             tokens = self.engines.count(request["model"], request)
             outcome = SUCCESS
         except Exception as exc:
             outcome = outcome_of(exc)
+            if isinstance(exc, (errors.ServiceUnavailable, errors.EngineFailed)):
+                self.relay.watch.suspect(request["model"])
             raise
         finally:
             self.breaker.record(outcome, trial=trial)

@@ -12,10 +12,20 @@ and a ping go out at once, long before a big prefill ends.
 Cancellation: when the client goes away waitress closes our body iterable; the worker
 sees ``abandoned`` (or the client_gone callback trips inside the bus wait), closes the
 engine stream in its own thread, and bus.Client.stream sends Cancel.
+
+Around the engine call (``_frames``): the request first waits its turn in the engine's
+admission queue (admission.py); an engine the supervisor reports down is answered at once
+(upstate.py); an engine process that dies under the call before any output gets one
+transparent retry on the fresh process, bounded by timeouts.restart_wait_s. After the
+first Delta there is never a retry.
+
+Shutdown: ``begin_shutdown`` refuses new and queued requests; ``shutdown`` ends every open
+stream with ``event: error`` (overloaded_error) and cancels its engine work.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +37,12 @@ from anyclaude import errors, messages
 from anyclaude.errors import AnyclaudeError
 
 from . import sse
+from .admission import Admission, Place
 from .assemble import Assembler
 from .breaker import FAILURE, IGNORE, SUCCESS, Breaker
 from .inflight import InFlight, Ticket
 from .stream import END, Body, Job, SSEWriter
+from .upstate import EngineWatch
 
 log = structlog.get_logger()
 
@@ -43,9 +55,14 @@ def outcome_of(exc: BaseException) -> str:
     kind = getattr(exc, "type", "internal")
     if kind in _HEALTHY:
         return SUCCESS    # the engine answered; the request was at fault
-    if kind in _NEUTRAL:
-        return IGNORE     # the client left, or the engine is merely busy
-    return FAILURE
+    if kind in _NEUTRAL or getattr(exc, "known_down", False):
+        return IGNORE     # the client left, the engine is merely busy, or the supervisor
+    return FAILURE        # already knows it is down (restarting, fatal)
+
+
+def _known_down(exc: AnyclaudeError) -> AnyclaudeError:
+    exc.known_down = True
+    return exc
 
 
 @dataclass
@@ -58,60 +75,113 @@ class Call:
     request: dict            # the internal request
     ticket: Ticket
     trial: bool              # this call is the breaker's half-open trial
+    place: Place | None = None   # its place in the engine's admission queue
 
 
 class Relay:
     def __init__(self, *, engines, breaker: Breaker, inflight: InFlight, threads: int,
                  ping_interval: float, stall_after: float, progress_ping: float,
                  write_deadline: float, early_grace: float = 0.25, queue_size: int = 256,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 admission: Admission | None = None, watch: EngineWatch | None = None):
         self.engines, self.breaker, self.inflight = engines, breaker, inflight
         self.ping_interval, self.stall_after = ping_interval, stall_after
         self.progress_ping, self.write_deadline = progress_ping, write_deadline
         self.early_grace, self.queue_size, self.clock = early_grace, queue_size, clock
+        self.admission, self.watch = admission, watch
         self.pool = ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="relay")
+        self.closing = threading.Event()
+        self.close_reason = "anyclaude is shutting down"
+        self._jobs: set[Job] = set()
+        self._jobs_lock = threading.Lock()
+        self._watchdog: threading.Thread | None = None
+        self.retries = 0
+        self.clients_cut = 0       # stalled clients cut off at the write deadline
 
     # -- the engine call, shared by both paths --
     def _frames(self, call: Call, gone: Callable[[], bool]) -> Iterator[messages.Message]:
         outcome = IGNORE
-        frames = None
         try:
-            frames = self.engines.stream(call.model_id, call.request,
-                                         request_id=call.request_id, client_gone=gone)
-            for frame in frames:
-                if isinstance(frame, messages.Done):
-                    outcome = SUCCESS
-                yield frame
+            if call.place is not None:
+                self.admission.wait_turn(call.place, gone)
+            retried = False
+            while True:
+                if self.watch is not None:
+                    self.watch.check(call.model_id)
+                output = False
+                frames = self.engines.stream(call.model_id, call.request,
+                                             request_id=call.request_id, client_gone=gone)
+                try:
+                    for frame in frames:
+                        if isinstance(frame, (messages.Delta, messages.Done)):
+                            output = True
+                        if isinstance(frame, messages.Done):
+                            outcome = SUCCESS
+                        yield frame
+                    return
+                except (errors.EngineFailed, errors.ServiceUnavailable) as exc:
+                    if self.watch is not None:
+                        self.watch.suspect(call.model_id)
+                    if output or retried or not self._retry_allowed(call, exc, gone):
+                        raise
+                    retried = True
+                    self.retries += 1
+                    log.info("frontdoor.engine_retry", request_id=call.request_id,
+                             model=call.model_id, error=exc.message)
+                finally:
+                    frames.close()   # in this thread: bus.Client.stream sends Cancel if unfinished
         except Exception as exc:   # not GeneratorExit: a consumer that stops is neutral
             outcome = outcome_of(exc)
             raise
         finally:
-            try:
-                if frames is not None:
-                    frames.close()   # in this thread: bus.Client.stream sends Cancel if unfinished
-            finally:
-                self.breaker.record(outcome, trial=call.trial)
-                self.inflight.leave(call.ticket)
+            self.breaker.record(outcome, trial=call.trial)
+            if call.place is not None:
+                self.admission.leave(call.place)
+            self.inflight.leave(call.ticket)
+
+    def _retry_allowed(self, call: Call, exc: AnyclaudeError, gone: Callable[[], bool]) -> bool:
+        """One retry, only when the engine process died under this call (before any output),
+        and only once a fresh one is ready. Raises the better error when it will not come
+        back. An engine that is not running, still loading, busy or hung when the call
+        reaches it is answered at once instead (529, or 503 when it was given up on)."""
+        died = isinstance(exc, errors.EngineFailed) and getattr(exc, "peer_gone", False)
+        if not died or self.watch is None or self.watch.restart_wait <= 0:
+            return False
+        svc = self.watch.wait_restart(call.model_id, gone, self.closing)
+        if svc is None:
+            return True
+        if self.closing.is_set():
+            raise errors.Overloaded(self.close_reason, retry_after=5.0)
+        if svc.get("state") == "fatal":
+            raise _known_down(self.watch.down_error(svc))
+        raise _known_down(errors.Overloaded(
+            f"engine-{call.model_id} failed ({exc.message}) and was not ready again within "
+            f"{self.watch.restart_wait:g} s (it is {svc.get('state')}); retry shortly",
+            retry_after=5.0))
 
     def _gone(self, call: Call, disconnected: Callable[[], bool],
               job: Job | None = None) -> Callable[[], bool]:
         superseded = call.ticket.superseded
+        closing = self.closing
 
         def gone() -> bool:
-            return superseded.is_set() or (job is not None and job.abandoned.is_set()) \
-                or disconnected()
+            return superseded.is_set() or closing.is_set() or disconnected() \
+                or (job is not None and job.abandoned.is_set())
         return gone
 
     def release(self, call: Call) -> None:
         """Give back what the handler took when the call never reaches the engine."""
         self.breaker.record(IGNORE, trial=call.trial)
+        if call.place is not None:
+            self.admission.leave(call.place)
         self.inflight.leave(call.ticket)
 
-    @staticmethod
-    def _cancelled(call: Call, exc: errors.Cancelled) -> errors.Cancelled:
+    def _cancelled(self, call: Call, exc: errors.Cancelled) -> AnyclaudeError:
         if call.ticket.superseded.is_set():
             return errors.Cancelled("cancelled: an identical request (same body and key) "
                                     "replaced this one")
+        if self.closing.is_set():
+            return errors.Overloaded(self.close_reason, retry_after=5.0)
         return exc
 
     # -- non-streaming --
@@ -135,8 +205,9 @@ class Relay:
         return reply.finish(done.stop_reason, done.stop_sequence, done.usage)
 
     # -- streaming --
-    def stream(self, call: Call, disconnected: Callable[[], bool], *, thinking: bool) -> Body:
-        job = Job(self.queue_size, self.write_deadline)
+    def stream(self, call: Call, disconnected: Callable[[], bool], *, thinking: bool,
+               close_connection: Callable[[], None] | None = None) -> Body:
+        job = Job(self.queue_size, self.write_deadline, close_connection, self._cut)
         try:
             self.pool.submit(self._pump, call, job, self._gone(call, disconnected, job))
         except RuntimeError:   # the pool is shut down: we are stopping
@@ -153,7 +224,15 @@ class Relay:
                            model_id=call.model_id, ping_interval=self.ping_interval,
                            stall_after=self.stall_after, progress_ping=self.progress_ping,
                            clock=self.clock, disconnected=disconnected)
-        return Body(writer.chunks(early), job.abandoned.set)
+        self._track(job)
+        if self.closing.is_set():
+            job.shut(self.close_reason)
+
+        def closed() -> None:
+            job.abandoned.set()
+            with self._jobs_lock:
+                self._jobs.discard(job)
+        return Body(writer.chunks(early), closed)
 
     def _pump(self, call: Call, job: Job, gone: Callable[[], bool]) -> None:
         if gone():   # gone while this waited for a worker: never start it
@@ -174,3 +253,44 @@ class Relay:
         finally:
             frames.close()
         job.put(END)
+
+    # -- open streams: the stall watchdog and shutdown --
+    def _cut(self) -> None:
+        self.clients_cut += 1
+
+    def _track(self, job: Job) -> None:
+        with self._jobs_lock:
+            self._jobs.add(job)
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch_writers, daemon=True,
+                                                  name="relay-watchdog")
+                self._watchdog.start()
+
+    def _watch_writers(self) -> None:
+        """Cut off clients whose writes have been blocked past the write deadline."""
+        while True:
+            time.sleep(min(0.25, max(self.write_deadline / 4, 0.01)))
+            with self._jobs_lock:
+                stalled = [job for job in self._jobs
+                           if job.stalled() and not job.abandoned.is_set()]
+            for job in stalled:
+                job.cut_off()
+
+    def open_streams(self) -> int:
+        with self._jobs_lock:
+            return len(self._jobs)
+
+    def begin_shutdown(self) -> None:
+        """Refuse new requests and release the queued ones; running ones go on."""
+        if self.admission is not None:
+            self.admission.close(self.close_reason)
+
+    def shutdown(self) -> None:
+        """End every open stream now with an error event and cancel its engine work."""
+        self.begin_shutdown()
+        self.closing.set()
+        with self._jobs_lock:
+            jobs = list(self._jobs)
+        for job in jobs:
+            job.shut(self.close_reason)
+        log.info("frontdoor.streams_closed", streams=len(jobs))

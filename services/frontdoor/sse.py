@@ -21,7 +21,15 @@ SIGNATURE = "YW55Y2xhdWRlLWxvY2Fs"
 STOP_REASONS = frozenset({"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn",
                           "refusal", "model_context_window_exceeded"})
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# Characters that str.splitlines() takes for line breaks but JSON leaves raw (the control
+# characters among them it escapes already): escaped, so a client splitting lines the
+# naive way still sees one data line per event.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _dumps(data: dict) -> str:
+    return _encode(data).translate(_LINE_BREAKS)
 
 
 def event(kind: str, data: dict) -> bytes:

@@ -5,6 +5,13 @@ waitress thread runs ``SSEWriter``, which owns the clock: a ping every ping_inte
 nothing else is written, a ping for Progress (at most every progress_ping), and a
 keepalive content event when no content went out for ``stall_after`` seconds (Claude Code
 aborts a stream after 300 s without one).
+
+A client that stops reading blocks the writer inside waitress's write (its buffer is
+bounded: server.write_buffer_kb). The writer marks the time it handed a chunk over
+(``Job.writing_since``); the relay's watchdog cuts a writer blocked longer than the write
+deadline (``Job.stalled``) - the engine work is cancelled and the connection closed, which
+frees the waitress thread. At shutdown ``Job.closing`` makes the writer end the stream with
+an ``event: error`` (overloaded_error).
 """
 
 from __future__ import annotations
@@ -31,17 +38,50 @@ def public_error(exc: BaseException) -> tuple[int, str, str]:
         return 500, "api_error", f"the engine produced malformed output: {exc}"
     if isinstance(exc, errors.AnyclaudeError):
         status, kind = errors.to_anthropic(exc.type)
-        return status, kind, exc.message
+        # EngineDown (upstate.py): a fatal engine is a 503, not a 529 worth retrying
+        return getattr(exc, "http_status", status), getattr(exc, "anthropic_type", kind), \
+            exc.message
     return 500, "api_error", f"internal error ({exc.__class__.__name__})"
 
 
 class Job:
     """The bounded hand-over between the worker thread and the HTTP thread."""
 
-    def __init__(self, size: int, write_deadline: float):
+    def __init__(self, size: int, write_deadline: float,
+                 close_connection: Callable[[], None] | None = None,
+                 on_cut: Callable[[], None] | None = None):
         self.queue: queue.Queue = queue.Queue(maxsize=size)
         self.abandoned = threading.Event()
+        self.closing = threading.Event()       # shutting down: end with an error event
+        self.close_reason = ""
         self.write_deadline = write_deadline
+        self.writing_since: float | None = None   # a chunk is with waitress since then
+        self.close_connection = close_connection
+        self.on_cut = on_cut
+
+    def stalled(self) -> bool:
+        """The writer has been blocked in one write for longer than the write deadline."""
+        since = self.writing_since
+        return since is not None and time.monotonic() - since > self.write_deadline
+
+    def cut_off(self) -> None:
+        """A stalled client: stop the engine work and close the connection."""
+        if self.abandoned.is_set():
+            return
+        log.warning("frontdoor.client_stalled", deadline_s=self.write_deadline)
+        self.abandoned.set()
+        if self.on_cut is not None:
+            self.on_cut()
+        if self.close_connection is not None:
+            self.close_connection()
+
+    def shut(self, reason: str) -> None:
+        self.close_reason = reason
+        self.closing.set()
+        try:
+            self.queue.put_nowait(END)   # wake the writer; it checks ``closing`` first
+        except queue.Full:
+            pass
 
     def put(self, item) -> bool:
         """False once the HTTP side is gone, or has not taken anything for write_deadline
@@ -53,8 +93,7 @@ class Job:
                 return True
             except queue.Full:
                 if time.monotonic() >= deadline:
-                    log.warning("frontdoor.client_stalled", deadline_s=self.write_deadline)
-                    self.abandoned.set()
+                    self.cut_off()
         return False
 
     def first_decisive(self, grace: float) -> list:
@@ -103,6 +142,16 @@ class SSEWriter:
         self.last_progress = float("-inf")
 
     def chunks(self, early: list) -> Iterator[bytes]:
+        inner = self._chunks(early)
+        try:
+            for chunk in inner:
+                self.job.writing_since = time.monotonic()
+                yield chunk                   # waitress writes it before asking for more
+                self.job.writing_since = None
+        finally:
+            inner.close()
+
+    def _chunks(self, early: list) -> Iterator[bytes]:
         out, ended = self._render(early)
         yield self.state.start() + out
         while not ended:
@@ -112,6 +161,11 @@ class SSEWriter:
             try:
                 items = [self.job.queue.get(timeout=max(wait, 0.001))]
             except queue.Empty:
+                items = []
+            if self.job.closing.is_set():
+                yield self._closing()
+                return
+            if not items:
                 if self.disconnected() or self.job.abandoned.is_set():
                     return
                 chunk = self._idle()
@@ -126,6 +180,11 @@ class SSEWriter:
             out, ended = self._render(items)
             if out:
                 yield out
+
+    def _closing(self) -> bytes:
+        self.job.abandoned.set()              # the worker stops; the engine gets Cancel
+        return self._error(errors.Overloaded(self.job.close_reason or "shutting down",
+                                             retry_after=5.0))
 
     def _idle(self) -> bytes:
         now = self.clock()

@@ -34,6 +34,7 @@ def child_env(plan: Planned, base: dict, run_dir: Path, config: Path | None) -> 
     env = dict(base)
     env["ANYCLAUDE_RUN_DIR"] = str(run_dir)
     env["PYTHONUNBUFFERED"] = "1"
+    env["ANYCLAUDE_GRACEFUL_S"] = f"{plan.graceful_timeout:g}"   # how long a stop may take
     if config is not None:
         env["ANYCLAUDE_CONFIG"] = str(config.resolve())
     if plan.kind == "engine":
@@ -46,9 +47,12 @@ def child_env(plan: Planned, base: dict, run_dir: Path, config: Path | None) -> 
 
 
 def preflight(plans: list[Planned], settings: Settings) -> None:
-    """Problems worth a clear line before anything starts (a port already taken)."""
+    """Problems worth a clear line before anything starts (exposed without a key, a port
+    already taken)."""
     if not any(p.kind == FRONTDOOR for p in plans):
         return
+    from anyclaude.services.frontdoor.auth import check_exposure
+    check_exposure(settings)   # the front door would refuse to start anyway: say it now
     host, port = settings.server.host, settings.server.port
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
