@@ -68,7 +68,7 @@ class CacheConfig:
     dir: str = ""                 # "" = <user cache dir>/anyclaude/kv
     disk_budget_mb: int = 8192
     memory_budget_mb: int = 2048
-    block_tokens: int = 256
+    block_tokens: int = 64        # disk tier granularity (see docs/performance.md)
     write_retry_s: float = 30.0   # after a failed disk write (disk full), memory-only this long
 
 

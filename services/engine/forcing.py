@@ -118,5 +118,6 @@ class ForcedText:
         self.step += 1
         if self._positions is None or self._positions.shape[0] != logits.shape[-1]:
             self._positions = mx.arange(logits.shape[-1])
-        forced = mx.where(self._positions == target, 0.0, float("-inf"))
-        return mx.broadcast_to(forced.astype(logits.dtype), logits.shape)
+        # Keep the result dependent on the model's logits: otherwise MLX never evaluates the
+        # forward pass while decoding and the deferred work lands all at once at the end.
+        return mx.where(self._positions == target, logits * 0, float("-inf")).astype(logits.dtype)

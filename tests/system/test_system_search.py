@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 from claude_cli import run_claude
 
 WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
 
 
 def test_dedicated_search_call_streams_result_blocks(system, client):
-    before = system.service("engine-tiny")["info"]["requests"]
+    log = system.home / "logs" / "frontdoor.log"
+    start = len(log.read_text().splitlines())
     with client.messages.stream(
             model="claude-sonnet-4-6", max_tokens=1024, tools=[WEB_SEARCH],
             system="You are an assistant for performing a web search tool use",
@@ -23,7 +26,9 @@ def test_dedicated_search_call_streams_result_blocks(system, client):
     assert "Alpha snippet" in reply.content[2].text  # snippets reach the model as text
     assert reply.usage.server_tool_use.web_search_requests == 1
     assert system.searxng.queries("python docs sdk")  # it went to the configured SearXNG
-    assert system.service("engine-tiny")["info"]["requests"] == before  # no model call
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()[start:]]
+    assert "frontdoor.web_search" in events
+    assert "frontdoor.request" not in events  # answered without a model call
 
 
 def test_claude_code_websearch_is_served_by_the_bridge(system):
