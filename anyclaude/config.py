@@ -86,8 +86,9 @@ class TimeoutsConfig:
     idle_s: float = 120.0
     total_s: float = 7200.0
     ping_interval_s: float = 10.0
-    restart_wait_s: float = 30.0  # a request whose engine died before any output waits this
-                                  # long for the restarted engine (one retry); 0 = no retry
+    restart_wait_s: float = 30.0  # a request whose engine died before any output (or that
+                                  # was queued while it restarted) waits this long for the
+                                  # restarted engine; 0 = never wait
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
+import shutil
 import sys
 import tempfile
 import threading
@@ -158,6 +158,7 @@ def main() -> int:
     parser.add_argument("--kill-at", type=float, default=10.0,
                         help="seconds into the run to kill -9 the engine (negative: never)")
     parser.add_argument("--json", type=Path, help="also write the summary here")
+    parser.add_argument("--keep", action="store_true", help="keep the system's home (logs)")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="acload"))
@@ -189,6 +190,8 @@ def main() -> int:
                                 if k != "admission"}
     finally:
         system.close()
+        if not args.keep:
+            shutil.rmtree(home, ignore_errors=True)
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

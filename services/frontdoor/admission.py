@@ -103,11 +103,12 @@ class Admission:
         self.leave(place)
         return self.enter(model_id, place.request_id)
 
-    def wait_turn(self, place: Place, gone: Callable[[], bool]) -> None:
-        """Block until this place is first in line and a slot is free.
+    def wait_turn(self, place: Place, gone: Callable[[], bool]) -> bool:
+        """Block until this place is first in line and a slot is free; True if it waited.
 
         Raises Cancelled when ``gone()`` turns true while waiting (the place is dropped),
         Overloaded when admission closes (shutting down)."""
+        waited = False
         with self._cond:
             lane = self._lane(place.model_id)
             while True:
@@ -119,8 +120,9 @@ class Admission:
                     lane.running += 1
                     place.running, place.started = True, self.clock()
                     self._cond.notify_all()   # the next in line may have a slot too
-                    return
+                    return waited
                 self._cond.wait(POLL_S)
+                waited = True
                 if gone():
                     self._drop(lane, place)
                     lane.counts["dropped"] += 1

@@ -15,9 +15,10 @@ engine stream in its own thread, and bus.Client.stream sends Cancel.
 
 Around the engine call (``_frames``): the request first waits its turn in the engine's
 admission queue (admission.py); an engine the supervisor reports down is answered at once
-(upstate.py); an engine process that dies under the call before any output gets one
-transparent retry on the fresh process, bounded by timeouts.restart_wait_s. After the
-first Delta there is never a retry.
+(upstate.py) - unless the request already waited in line: it waits on for the restart. An
+engine process that dies under the call before any output gets one transparent retry on
+the fresh process. Both waits are bounded by timeouts.restart_wait_s. After the first
+Delta there is never a retry.
 
 Shutdown: ``begin_shutdown`` refuses new and queued requests; ``shutdown`` ends every open
 stream with ``event: error`` (overloaded_error) and cancels its engine work.
@@ -102,12 +103,11 @@ class Relay:
     def _frames(self, call: Call, gone: Callable[[], bool]) -> Iterator[messages.Message]:
         outcome = IGNORE
         try:
-            if call.place is not None:
-                self.admission.wait_turn(call.place, gone)
+            waited = call.place is not None and self.admission.wait_turn(call.place, gone)
             retried = False
             while True:
                 if self.watch is not None:
-                    self.watch.check(call.model_id)
+                    self._check_engine(call, gone, patient=waited and not retried)
                 output = False
                 frames = self.engines.stream(call.model_id, call.request,
                                              request_id=call.request_id, client_gone=gone)
@@ -122,7 +122,7 @@ class Relay:
                 except (errors.EngineFailed, errors.ServiceUnavailable) as exc:
                     if self.watch is not None:
                         self.watch.suspect(call.model_id)
-                    if output or retried or not self._retry_allowed(call, exc, gone):
+                    if output or retried or not self._retry_allowed(call, exc, gone, waited):
                         raise
                     retried = True
                     self.retries += 1
@@ -139,23 +139,43 @@ class Relay:
                 self.admission.leave(call.place)
             self.inflight.leave(call.ticket)
 
-    def _retry_allowed(self, call: Call, exc: AnyclaudeError, gone: Callable[[], bool]) -> bool:
-        """One retry, only when the engine process died under this call (before any output),
-        and only once a fresh one is ready. Raises the better error when it will not come
-        back. An engine that is not running, still loading, busy or hung when the call
-        reaches it is answered at once instead (529, or 503 when it was given up on)."""
-        died = isinstance(exc, errors.EngineFailed) and getattr(exc, "peer_gone", False)
-        if not died or self.watch is None or self.watch.restart_wait <= 0:
+    def _check_engine(self, call: Call, gone: Callable[[], bool], *, patient: bool) -> None:
+        """A suspected engine that is down: an error at once - but a request that already
+        waited its turn in line waits (bounded) for the restarted engine instead."""
+        try:
+            self.watch.check(call.model_id)
+        except errors.Overloaded as exc:       # restarting (a fatal engine is EngineDown)
+            if not patient or self.watch.restart_wait <= 0:
+                raise
+            self._await_restart(call, gone, exc.message)
+
+    def _retry_allowed(self, call: Call, exc: AnyclaudeError, gone: Callable[[], bool],
+                       waited: bool) -> bool:
+        """One retry, once a fresh engine is ready: when the engine process died under this
+        call (before any output), or - for a request that waited in line - when the engine
+        turned out to be restarting. Anything else (not running, still loading, busy, hung
+        when a new request reaches it) is answered at once: 529, or 503 when given up on.
+        Raises the better error when the engine does not come back."""
+        if self.watch is None or self.watch.restart_wait <= 0:
             return False
+        died = isinstance(exc, errors.EngineFailed) and getattr(exc, "peer_gone", False)
+        if not died:
+            svc = self.watch.service(call.model_id, fresh=True) if waited else None
+            if svc is None or svc.get("state") == "ready":
+                return False
+        self._await_restart(call, gone, exc.message)
+        return True
+
+    def _await_restart(self, call: Call, gone: Callable[[], bool], why: str) -> None:
         svc = self.watch.wait_restart(call.model_id, gone, self.closing)
         if svc is None:
-            return True
+            return
         if self.closing.is_set():
             raise errors.Overloaded(self.close_reason, retry_after=5.0)
         if svc.get("state") == "fatal":
             raise _known_down(self.watch.down_error(svc))
         raise _known_down(errors.Overloaded(
-            f"engine-{call.model_id} failed ({exc.message}) and was not ready again within "
+            f"engine-{call.model_id} is not ready ({why}) and was not ready again within "
             f"{self.watch.restart_wait:g} s (it is {svc.get('state')}); retry shortly",
             retry_after=5.0))
 

@@ -99,6 +99,13 @@ def _local(host):
         return False
 
 
+def _caller():
+    frame = sys._getframe(2)
+    while frame is not None and (frame.f_code.co_filename in (__file__, socket.__file__)):
+        frame = frame.f_back
+    return "?" if frame is None else os.path.basename(frame.f_code.co_filename)
+
+
 def _check(sock, address):
     if sock.family not in (socket.AF_INET, socket.AF_INET6) or not _LOG:
         return
@@ -106,7 +113,7 @@ def _check(sock, address):
     allowed = _local(host)
     with open(_LOG, "a") as fh:
         fh.write(json.dumps({"pid": os.getpid(), "argv": sys.argv[:3], "host": host,
-                             "port": port, "allowed": allowed}) + "\n")
+                             "port": port, "allowed": allowed, "caller": _caller()}) + "\n")
     if not allowed:
         raise PermissionError(f"anyclaude fault guard: connection to {host}:{port} refused")
 

@@ -254,3 +254,77 @@ def test_requests_beyond_the_threads_and_a_short_wait_get_an_immediate_529():
             s.close()
         server.close()
         server.task_dispatcher.shutdown(timeout=2)
+
+
+# --- the relay's one retry, through the real app ------------------------------------------
+
+class DyingEngines:
+    """Its process 'dies' (peer_gone) before any output, `deaths` times; then answers."""
+
+    def __init__(self, deaths: int):
+        self.deaths, self.calls = deaths, 0
+
+    def stream(self, model_id, request, *, request_id, client_gone):
+        from anyclaude import messages
+        self.calls += 1
+        yield messages.Accepted(0)
+        if self.calls <= self.deaths:
+            exc = errors.EngineFailed("engine-m went away", retryable=True)
+            exc.peer_gone = True
+            raise exc
+        yield messages.Delta([{"type": "text", "text": "after the restart"}])
+        yield messages.Done("end_turn", None, {"output_tokens": 3})
+
+    def count(self, model_id, request):
+        return 1
+
+
+def relay_app(engines, after_death: list):
+    """The app with a supervisor whose answers after the death are ``after_death``."""
+    import falcon.testing
+
+    from anyclaude.config import ModelConfig, RoutesConfig, Settings
+    from anyclaude.services.frontdoor.app import create_app
+    from anyclaude.services.frontdoor.breaker import Breaker
+
+    answers = iter([status_with(pid=10), *after_death])
+    last: list = []
+
+    def status():
+        last[:] = [next(answers, last[0] if last else None)]
+        return last[0]
+    watch = EngineWatch([], restart_wait=0.5, status=status)
+    app = create_app(settings=Settings(models={"m": ModelConfig()}, routes=RoutesConfig("m")),
+                     engines=engines, breaker=Breaker(threshold=1), watch=watch)
+    return app, falcon.testing.TestClient(app)
+
+
+BODY = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_engine_death_before_output_is_retried_once_on_the_fresh_process():
+    engines = DyingEngines(deaths=1)
+    app, client = relay_app(engines, [status_with(state="backoff", pid=None),
+                                      status_with(pid=11)])
+    reply = client.simulate_post("/v1/messages", json=BODY)
+    assert reply.status_code == 200 and reply.json["content"][0]["text"] == "after the restart"
+    assert engines.calls == 2 and app.relay.retries == 1
+    assert app.breaker.state == "closed"
+
+
+def test_a_second_death_is_not_retried_and_a_given_up_engine_is_a_503():
+    engines = DyingEngines(deaths=2)
+    _, client = relay_app(engines, [status_with(pid=11)])
+    reply = client.simulate_post("/v1/messages", json=BODY)
+    assert reply.status_code == 500 and "went away" in reply.json["error"]["message"]
+    assert engines.calls == 2                          # one retry, never two
+    _, client = relay_app(DyingEngines(deaths=1), [status_with(state="fatal", pid=None,
+                                                               reason="gave up")])
+    reply = client.simulate_post("/v1/messages", json=BODY)
+    assert reply.status_code == 503 and reply.json["error"]["message"].startswith(
+        "engine-m is fatal: gave up")
+    _, client = relay_app(DyingEngines(deaths=1), [status_with(state="starting", pid=12)])
+    reply = client.simulate_post("/v1/messages", json=BODY)   # not back within restart_wait
+    assert reply.status_code == 529 and "was not ready again within 0.5 s" in \
+        reply.json["error"]["message"]
+    assert int(reply.headers["retry-after"]) >= 1

@@ -75,6 +75,7 @@ def test_row21_crash_loop_backs_off_goes_fatal_and_requests_say_why(system):
                 (state, code, message)
         print(f"\n[row21] during the crash loop: {[(c, m[:30]) for _, c, m, _ in seen]}, "
               f"slowest {max(t for *_, t in seen):.2f} s")
+        time.sleep(0.5)             # the front door caches the supervisor's word for 0.25 s
         started = time.monotonic()
         reply = system.post(body("after it gave up"))
         took = time.monotonic() - started
@@ -179,4 +180,6 @@ def test_nothing_leaves_the_machine(system, tmp_path):
     assert probe.returncode != 0 and "fault guard" in probe.stderr
     assert json.loads(log.read_text())["allowed"] is False
     # and in the code: only the SearXNG client and the remote-backend client connect anywhere
-    assert network_users() <= ALLOWED, network_users() - ALLOWED
+    found = network_users()
+    assert "services/websearch/searxng.py" in found          # the scan does see them
+    assert found <= ALLOWED, found - ALLOWED
