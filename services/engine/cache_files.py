@@ -10,9 +10,10 @@ file is read twice at most: once for the CRC, once by MLX (the second from the p
 from __future__ import annotations
 
 import mlx.core as mx
+import numpy as np
 from mlx_lm.models.cache import KVCache, load_prompt_cache
 
-from anyclaude.services.kvstore.files import CacheFileError, read_header, verify_crc
+from anyclaude.services.kvstore.files import CacheFileError, FileInfo, read_header, verify_crc
 
 DTYPES = {mx.float32: "float32", mx.float16: "float16", mx.bfloat16: "bfloat16"}
 
@@ -31,19 +32,39 @@ def disk_layers(layers: list, tokens: int) -> list:
     return out
 
 
-def load_checked(path: str, *, fingerprint: str, hashes: list, reuse: int) -> list:
-    """A list of KVCache holding the first ``reuse`` tokens of the cache file at ``path``,
-    in the model's dtype. ``hashes`` is the chain the caller expects the file to start with
-    (the prompt's own hashes up to the file's length). Raises CacheFileError when the file
-    is damaged or is not what the index said (different model or prefix)."""
+def read_checked(path: str, *, fingerprint: str, hashes: list) -> FileInfo:
+    """The header of the cache file at ``path``, checked against what the index promised:
+    this model, and a chain starting with ``hashes`` (the prompt's own, up to the blocks the
+    index matched). Raises CacheFileError otherwise."""
     info = read_header(path)
     if info.meta["fingerprint"] != fingerprint:
         raise CacheFileError(f"{path}: written for another model")
-    if info.hashes[:len(hashes)] != list(hashes) or reuse > info.tokens:
+    if info.hashes[:len(hashes)] != list(hashes):
         raise CacheFileError(f"{path}: holds a different token prefix")
+    return info
+
+
+def reusable(info: FileInfo, prompt: np.ndarray, blocks: int) -> int:
+    """How many leading tokens of ``prompt`` the file holds: its matched blocks, extended
+    token by token through the rest of its ids when it carries them."""
+    n = blocks * info.block_tokens
+    ids = info.token_ids
+    if ids is None:
+        return n
+    m = min(len(ids), len(prompt))
+    diff = np.flatnonzero(ids[n:m] != prompt[n:m])
+    return n + int(diff[0]) if diff.size else m
+
+
+def load_checked(path: str, info: FileInfo, *, reuse: int) -> list:
+    """A list of KVCache holding the first ``reuse`` tokens of the checked file at ``path``
+    (header ``info`` from read_checked), in the model's dtype. Raises CacheFileError when
+    the data is damaged."""
     dtype = getattr(mx, info.meta["dtype"], None)
     if dtype not in DTYPES:
         raise CacheFileError(f"{path}: unknown dtype {info.meta['dtype']!r}")
+    if reuse > info.tokens:
+        raise CacheFileError(f"{path}: holds {info.tokens} tokens, not {reuse}")
     verify_crc(path, info)
     try:
         loaded = load_prompt_cache(path)

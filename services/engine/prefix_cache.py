@@ -22,11 +22,13 @@ that is a prefix of a newer one is dropped (the newer one serves it).
 Pinning: while the pinned prefix is cached, evicting its last holder keeps a copy of just
 the pinned tokens, which is itself never evicted.
 
-Disk: when the kvstore could offer more than memory, ``fetch`` asks it for the longest
-stored block-aligned prefix and loads that file after checking it (model fingerprint, hash
-chain, CRC); a bad file is a miss and is reported, and the store quarantines it. ``store``
-queues the block-aligned prefix (and the pinned prefix, as a pinned file of its own) to the
-client's writer thread; prefixes already on disk are not written again.
+Disk: when the kvstore could offer more than memory, ``fetch`` asks it for the file with
+the longest stored block-aligned prefix, extends the match through the token ids the file
+carries (so the exact common prefix is reused, not only whole blocks) and loads it after
+checking it (model fingerprint, hash chain, CRC); a bad file is a miss and is reported, and
+the store quarantines it. ``store`` queues the whole entry (and the pinned prefix, as a
+pinned file of its own) to the client's writer thread; files already on disk are not
+written again.
 
 Models whose caches are not plain KVCache (rotating windows) reuse an entry only when the
 whole entry is a prefix of the prompt, and skip the disk; caches without a token offset
@@ -50,7 +52,7 @@ from anyclaude.logs import get_logger
 from anyclaude.services.kvstore.client import PutJob
 from anyclaude.services.kvstore.files import CacheFileError, chain_hashes
 
-from .cache_files import DTYPES, disk_layers, load_checked
+from .cache_files import DTYPES, disk_layers, load_checked, read_checked, reusable
 
 log = get_logger()
 
@@ -170,13 +172,15 @@ class PrefixCache:
             return None
         path, tokens = found
         blocks = tokens // self.block
-        n = min(tokens, len(arr) - 1)
-        if tokens % self.block or not 0 < blocks <= len(hashes) or n <= reuse:
+        if tokens % self.block or not 0 < blocks <= len(hashes):
             return None
         started = time.monotonic()
         try:
-            cache = load_checked(path, fingerprint=self.fingerprint, hashes=hashes[:blocks],
-                                 reuse=n)
+            info = read_checked(path, fingerprint=self.fingerprint, hashes=hashes[:blocks])
+            n = min(reusable(info, arr, blocks), len(arr) - 1)
+            if n <= reuse:
+                return None
+            cache = load_checked(path, info, reuse=n)
             if len(cache) != self._n_layers:
                 raise CacheFileError(f"{path}: wrong number of layers for this model")
         except CacheFileError as exc:
@@ -190,9 +194,9 @@ class PrefixCache:
                 self.counts["disk_errors"] += 1
             log.exception("engine.cache.disk_load_failed", path=path)
             return None
-        self._mark_on_disk(hashes[:blocks])
-        log.info("engine.cache.disk_load", path=path, tokens=n, memory_tokens=reuse,
-                 seconds=round(time.monotonic() - started, 3))
+        self._mark_on_disk(info.hashes[-1], info.tokens)
+        log.info("engine.cache.disk_load", path=path, tokens=n, file_tokens=info.tokens,
+                 memory_tokens=reuse, seconds=round(time.monotonic() - started, 3))
         return cache, n
 
     def divergence(self, ids: list[int]) -> tuple[int, int]:
@@ -315,32 +319,35 @@ class PrefixCache:
                       sum(k.nbytes + v.nbytes for k, v in layers), True, pinned=True)
 
     # -- disk -------------------------------------------------------------------------------
-    def _mark_on_disk(self, hashes: list) -> None:
-        now = time.monotonic()
-        for h in hashes:
-            self._on_disk[h] = now
+    def _mark_on_disk(self, last_hash: str, tokens: int) -> None:
+        self._on_disk[(last_hash, tokens)] = time.monotonic()
         if len(self._on_disk) > 100_000:
             self._on_disk.clear()
 
-    def _known_on_disk(self, h: str) -> bool:
-        seen = self._on_disk.get(h)
+    def _stored(self, job: PutJob) -> None:
+        self._mark_on_disk(job.hashes[-1], job.tokens)
+
+    def _known_on_disk(self, last_hash: str, tokens: int) -> bool:
+        seen = self._on_disk.get((last_hash, tokens))
         return seen is not None and time.monotonic() - seen < KNOWN_ON_DISK_S
 
     def _write_to_disk(self, entry: _Entry) -> None:
-        """Queue the block-aligned prefix of ``entry`` and, as its own file, the pinned one."""
-        full = len(entry.hashes)
-        pin_blocks = len(self._pin) // self.block if self._covers_pin(entry) else 0
-        jobs = [(pin_blocks, True)] if 0 < pin_blocks < full else []
-        if full:
-            jobs.append((full, pin_blocks == full))
-        for blocks, pinned in jobs:
-            hashes = entry.hashes[:blocks]
-            if self._known_on_disk(hashes[-1]):
+        """Queue ``entry`` (all its tokens) and, as its own file, the pinned prefix in it.
+        A file needs at least one full block (its last block hash names it)."""
+        n = len(entry.ids)
+        pin = len(self._pin) if self._covers_pin(entry) else 0
+        jobs = [(pin, True)] if self.block <= pin < n else []
+        if n >= self.block:
+            jobs.append((n, pin == n))
+        for tokens, pinned in jobs:
+            hashes = entry.hashes[:tokens // self.block]
+            if self._known_on_disk(hashes[-1], tokens):
                 continue
-            layers = disk_layers(entry.layers, blocks * self.block)
+            layers = disk_layers(entry.layers, tokens)
             self.disk.put_async(PutJob(self.fingerprint, hashes, self.block, layers,
                                        DTYPES.get(entry.layers[0][0].dtype, "float16"),
-                                       pinned=pinned, on_stored=self._mark_on_disk))
+                                       pinned=pinned, on_stored=self._stored,
+                                       ids=entry.ids[:tokens].copy()))
 
     # -- reporting --------------------------------------------------------------------------
     def stats(self) -> dict:

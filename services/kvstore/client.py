@@ -35,16 +35,18 @@ log = structlog.get_logger()
 @dataclass
 class PutJob:
     fingerprint: str
-    hashes: list            # the chain of the prefix written, shortest first
+    hashes: list            # the chain of the full blocks written, shortest first
     block_tokens: int
-    layers: list            # [(keys, values)], evaluated, exactly len(hashes) * block_tokens long
+    layers: list            # [(keys, values)], evaluated, exactly ``tokens`` long
     dtype: str              # the model's KV dtype, restored on load
     pinned: bool = False
-    on_stored: Callable[[list], None] | None = None
+    on_stored: Callable[["PutJob"], None] | None = None
+    ids: object = None      # the token ids written (then the file may end inside a block);
+                            # None: exactly the full blocks
 
     @property
     def tokens(self) -> int:
-        return len(self.hashes) * self.block_tokens
+        return len(self.ids) if self.ids is not None else len(self.hashes) * self.block_tokens
 
 
 class KVStoreClient:
@@ -175,6 +177,8 @@ class KVStoreClient:
         meta = {"fingerprint": job.fingerprint, "tokens": job.tokens,
                 "block_tokens": job.block_tokens, "block_hashes": ",".join(job.hashes),
                 "dtype": job.dtype}
+        if job.ids is not None:
+            meta["token_ids"] = files.encode_ids(job.ids)
         started = time.monotonic()
         try:
             self.spool.mkdir(parents=True, exist_ok=True)
@@ -197,7 +201,7 @@ class KVStoreClient:
             log.info("engine.kvstore.stored", tokens=job.tokens, bytes=size, pinned=job.pinned,
                      seconds=round(time.monotonic() - started, 3))
             if job.on_stored is not None:
-                job.on_stored(job.hashes)
+                job.on_stored(job)
             return
         self.counts["rejected"] += 1
         tmp.unlink(missing_ok=True)

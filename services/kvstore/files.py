@@ -8,7 +8,12 @@ so ``mlx_lm.models.cache.load_prompt_cache`` reads it as is:
     metadata  mlx-lm's own keys ("1.<layer>" class name, "2.*" its scalar table) and ours
               under "0.": format, fingerprint, tokens, block_tokens, block_hashes (the chain,
               comma-separated, shortest first), crc32 (of the data section), dtype (the
-              model's KV dtype, restored on load).
+              model's KV dtype, restored on load), and optionally token_ids (base64 of
+              the little-endian int32 ids the file covers, included in the CRC).
+
+A file with token_ids may hold any number of tokens (its chain names its full blocks, the
+ids after the last full block make its tail): the engine then reuses exactly the prefix a
+prompt shares with it, not only whole blocks. A file without them covers whole blocks only.
 
 We write it ourselves rather than with ``save_prompt_cache`` because that one saves the
 padded KV buffers (up to 255 unused slots per layer), cannot fsync, and would run MLX in the
@@ -18,6 +23,8 @@ fills in the CRC by rewriting the fixed-width header field at the end.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
@@ -35,6 +42,16 @@ _CRC_PLACEHOLDER = "00000000"
 _DTYPES = {np.dtype(np.float16): "F16", np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}
 _ITEMSIZE = {"F16": 2, "F32": 4, "I32": 4, "BF16": 2}
 REQUIRED = ("format", "fingerprint", "tokens", "block_tokens", "block_hashes", "crc32", "dtype")
+
+
+def encode_ids(ids) -> str:
+    return base64.b64encode(np.asarray(ids, dtype="<i4").tobytes()).decode("ascii")
+
+
+def _ids_crc(meta: dict) -> int:
+    """The CRC's seed: the token ids, when the file carries them."""
+    ids = meta.get("token_ids")
+    return zlib.crc32(ids.encode("ascii")) if isinstance(ids, str) and ids else 0
 
 
 class CacheFileError(ValueError):
@@ -70,6 +87,18 @@ class FileInfo:
     @property
     def hashes(self) -> list[str]:
         return self.meta["block_hashes"].split(",") if self.meta["block_hashes"] else []
+
+    @property
+    def block_tokens(self) -> int:
+        return int(self.meta["block_tokens"])
+
+    @property
+    def token_ids(self) -> np.ndarray | None:
+        """The ids the file covers (checked against the chain by read_header), or None."""
+        raw = self.meta.get("token_ids")
+        if not raw:
+            return None
+        return np.frombuffer(base64.b64decode(raw), dtype="<i4").astype(np.int32)
 
 
 def _layout(shapes: list[tuple[tuple, tuple]]) -> tuple[dict, list[int]]:
@@ -108,7 +137,7 @@ def write_cache_file(path: str | os.PathLike, layers: list, meta: dict, *, opene
     shapes = [(tuple(k.shape), tuple(v.shape)) for k, v in layers]
     tensors, _ = _layout(shapes)
     head = _header_bytes(tensors, meta, len(layers))
-    crc = 0
+    crc = _ids_crc(meta)
     try:
         with opener(path, "wb") as fh:
             fh.write(head)
@@ -178,14 +207,31 @@ def read_header(path: str | os.PathLike) -> FileInfo:
     if 8 + n + end != size:
         raise CacheFileError(f"{path.name}: {size} bytes, header says {8 + n + end} (truncated?)")
     hashes = meta["block_hashes"].split(",") if meta["block_hashes"] else []
-    if tokens <= 0 or block <= 0 or tokens % block or len(hashes) != tokens // block:
+    exact = bool(meta.get("token_ids"))
+    if (tokens <= 0 or block <= 0 or len(hashes) != tokens // block or not hashes
+            or (tokens % block and not exact)):
         raise CacheFileError(f"{path.name}: token count and block hashes disagree")
-    return FileInfo(meta, header, 8 + n, size)
+    info = FileInfo(meta, header, 8 + n, size)
+    if exact:
+        _check_ids(path, info)
+    return info
+
+
+def _check_ids(path: Path, info: FileInfo) -> None:
+    """token_ids must be as many as the file's tokens and hash to its chain."""
+    try:
+        ids = info.token_ids
+    except (binascii.Error, ValueError, TypeError):
+        raise CacheFileError(f"{path.name}: token_ids is not base64 int32") from None
+    if ids is None or len(ids) != info.tokens or chain_hashes(
+            info.meta["fingerprint"], ids, info.block_tokens) != info.hashes:
+        raise CacheFileError(f"{path.name}: token_ids do not match the block hashes")
 
 
 def verify_crc(path: str | os.PathLike, info: FileInfo, chunk: int = 8 * 2**20) -> None:
-    """Check the data section against the header's CRC32 (catches bit rot, torn writes)."""
-    crc = 0
+    """Check the data section (and token ids) against the header's CRC32 (catches bit rot,
+    torn writes)."""
+    crc = _ids_crc(info.meta)
     try:
         with open(path, "rb") as fh:
             fh.seek(info.data_start)

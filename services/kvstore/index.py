@@ -4,6 +4,7 @@ Pure bookkeeping (no I/O): the store decides what to do with the files this retu
 
 A file covering blocks 1..n of a prompt can serve any shorter block-aligned prefix of it
 (the engine slices the KV), so every hash of its chain points at it, not only its last one.
+A lookup answers in whole blocks; the engine extends the match into the file's tail.
 A new file whose chain contains an older file's last hash makes that file redundant: it is
 superseded (removed), unless pinned.
 """
@@ -22,6 +23,7 @@ class Entry:
     path: str
     last_used: float
     pinned: bool = False
+    block: int = 0        # tokens per block (0: tokens / blocks, a file without a tail)
     depth: dict = field(default_factory=dict)   # hash -> number of blocks up to it
 
     def __post_init__(self):
@@ -33,7 +35,7 @@ class Entry:
 
     @property
     def block_tokens(self) -> int:
-        return self.tokens // len(self.hashes)
+        return self.block or self.tokens // len(self.hashes)
 
 
 class Index:

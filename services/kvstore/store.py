@@ -80,7 +80,8 @@ class Store:
             self._move_to_quarantine(path, str(exc))
             return
         entry = Entry(fp, info.hashes, info.tokens, info.size, str(path),
-                      last_used=path.stat().st_mtime, pinned=pins.get(fp) == info.hashes[-1])
+                      last_used=path.stat().st_mtime, pinned=pins.get(fp) == info.hashes[-1],
+                      block=info.block_tokens)
         self._delete(self.index.add(entry), "superseded")
 
     # -- requests ---------------------------------------------------------------------------
@@ -128,7 +129,7 @@ class Store:
             self._set_degraded(f"adopting {src.name}: {exc.strerror or exc}")
             return self._reject(src, self.last_error)
         entry = Entry(msg.fingerprint, info.hashes, info.tokens, info.size, str(dest),
-                      last_used=self.clock(), pinned=msg.pinned)
+                      last_used=self.clock(), pinned=msg.pinned, block=info.block_tokens)
         gone = self.index.add(entry)
         if msg.pinned:
             self.index.set_pin(msg.fingerprint, entry.key)

@@ -210,13 +210,31 @@ def test_a_fresh_engine_loads_the_prefix_from_disk_and_continues_like_a_cold_run
         fresh = pcache(model, store=client)       # a restarted engine: empty memory
         p2 = p1 + out1 + ids_of(21, 40)
         cache, reused, source = fresh.fetch(p2)
-        assert source == "disk" and reused == (len(p1) + len(out1)) // BLOCK * BLOCK
+        assert source == "disk" and reused == len(p1) + len(out1)   # the tail too, not
+        assert (len(p1) + len(out1)) % BLOCK                           # only whole blocks
         assert cache[0].keys.dtype == mx.float32   # stored as fp16, back in the model's dtype
         # fp16 on disk: logits agree to fp16 precision, and the greedy tokens are the same
         np.testing.assert_allclose(next_logits(model, p2, cache, reused), cold_logits(model, p2),
                                    atol=2e-2)
         assert generate(model, p2, *fresh.fetch(p2)[:2], n=12) == cold(model, p2, n=12)
         assert fresh.stats()["disk_hits"] == 2
+    finally:
+        client.close()
+
+
+def test_a_prompt_that_leaves_a_file_inside_its_tail_reuses_exactly_the_shared_tokens(
+        model, kvstore):
+    client = KVStoreClient(kvstore.kv_dir)
+    try:
+        p1 = ids_of(31, 2 * BLOCK + 10)
+        turn(model, pcache(model, store=client), p1, n=2)
+        assert client.flush(10)
+        assert [e["tokens"] for e in kvstore.command("ls").data["entries"]] == [2 * BLOCK + 12]
+        other = p1[:2 * BLOCK + 5] + [t + 1 for t in p1[2 * BLOCK + 5:]]   # differs at +5
+        fresh = pcache(model, store=client)
+        cache, reused, source = fresh.fetch(other)
+        assert (source, reused) == ("disk", 2 * BLOCK + 5)
+        assert generate(model, other, cache, reused, 6) == cold(model, other, 6)
     finally:
         client.close()
 
@@ -274,12 +292,12 @@ def test_the_pinned_prefix_gets_a_file_of_its_own_that_serves_other_conversation
         turn(model, pc, p2, n=3)
         assert client.flush(10)
         entries = kvstore.command("ls").data["entries"]
-        assert sorted((e["tokens"], e["pinned"]) for e in entries) == [(32, True), (176, False)]
+        assert sorted((e["tokens"], e["pinned"]) for e in entries) == [(40, True), (176, False)]
         assert client.counts["writes"] == 3       # pin once, turn 1 (superseded), turn 2
         other = system + ids_of(28, 50)           # another conversation, same system prompt
         fresh = pcache(model, store=client)
         cache, reused, source = fresh.fetch(other)
-        assert (source, reused) == ("disk", 32)
+        assert (source, reused) == ("disk", 40)           # the exact system prompt
         assert generate(model, other, cache, reused, 6) == cold(model, other, 6)
     finally:
         client.close()

@@ -102,20 +102,24 @@ def fake_ids(seed: int, n: int) -> list[int]:
 
 
 def write_spool_file(spool: Path, ids: list[int], block: int = 16, *, fingerprint: str = FP,
-                     layers: int = 2, heads: int = 2, dim: int = 32, name: str | None = None):
-    """A valid cache file for the block-aligned prefix of ``ids`` (random KV), in the spool.
-    Returns (path, hashes). fp16 size: 2 * layers * heads * dim * 2 bytes per token."""
+                     layers: int = 2, heads: int = 2, dim: int = 32, name: str | None = None,
+                     exact: bool = False):
+    """A valid cache file for the block-aligned prefix of ``ids`` (random KV), in the spool;
+    ``exact``: for all of ``ids``, carrying their token ids. Returns (path, hashes). fp16
+    size: 2 * layers * heads * dim * 2 bytes per token."""
     hashes = files.chain_hashes(fingerprint, ids, block)
-    tokens = len(hashes) * block
+    tokens = len(ids) if exact else len(hashes) * block
     rng = np.random.default_rng(len(ids))
     kv = [(rng.standard_normal((1, heads, tokens, dim)).astype(np.float32),
            rng.standard_normal((1, heads, tokens, dim)).astype(np.float32))
           for _ in range(layers)]
     spool.mkdir(parents=True, exist_ok=True)
     path = spool / (name or f"{hashes[-1]}.test.tmp")
-    files.write_cache_file(path, kv, {"fingerprint": fingerprint, "tokens": tokens,
-                                      "block_tokens": block, "block_hashes": ",".join(hashes),
-                                      "dtype": "float32"})
+    meta = {"fingerprint": fingerprint, "tokens": tokens, "block_tokens": block,
+            "block_hashes": ",".join(hashes), "dtype": "float32"}
+    if exact:
+        meta["token_ids"] = files.encode_ids(ids)
+    files.write_cache_file(path, kv, meta)
     return path, hashes
 
 

@@ -66,6 +66,40 @@ def test_damaged_files_are_detected(tmp_path, damage):
         files.verify_crc(path, files.read_header(path))
 
 
+def test_a_file_with_token_ids_may_end_inside_a_block(tmp_path):
+    ids = fake_ids(4, 70)
+    path, hashes = write_spool_file(tmp_path, ids, 16, exact=True)
+    info = files.read_header(path)
+    files.verify_crc(path, info)
+    assert info.tokens == 70 and len(hashes) == 4 and info.token_ids.tolist() == ids
+
+
+def _rewrite_meta(path, key, value):
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"]["0." + key] = value
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+
+
+@pytest.mark.parametrize("damage", ["tail_id", "block_id", "not_base64", "count"])
+def test_damaged_token_ids_are_detected(tmp_path, damage):
+    ids = fake_ids(5, 70)
+    path, _ = write_spool_file(tmp_path, ids, 16, exact=True)
+    changed = list(ids)
+    if damage == "tail_id":            # after the last full block: only the CRC sees it
+        changed[68] += 1
+    elif damage == "block_id":         # inside a full block: the chain no longer matches
+        changed[3] += 1
+    value = {"not_base64": "%%%", "count": files.encode_ids(ids[:69])}.get(
+        damage, files.encode_ids(changed))
+    _rewrite_meta(path, "token_ids", value)
+    with pytest.raises(files.CacheFileError):
+        files.verify_crc(path, files.read_header(path))
+
+
 def test_failed_write_leaves_no_partial_file(tmp_path):
     written = []
 
