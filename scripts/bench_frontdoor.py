@@ -37,7 +37,7 @@ def serve(port: int) -> None:
 
     from anyclaude.config import ModelConfig, RoutesConfig, ServerConfig, Settings
     from anyclaude.services.frontdoor.app import create_app
-    from anyclaude.services.frontdoor.breaker import Breaker
+    from anyclaude.breaker import Breaker
     from anyclaude.services.frontdoor.gateway import BusEngines
     from anyclaude.services.frontdoor.server import make_server
     logging.basicConfig(level=logging.WARNING)

@@ -20,11 +20,11 @@ import time
 import structlog
 
 from anyclaude import bus, config, logs
+from anyclaude.breaker import Breaker
 from anyclaude.errors import ConfigError
 
 from .app import create_app, snapshot
 from .auth import check_exposure
-from .breaker import Breaker
 from .gateway import BusEngines, BusOptimizer, BusSearch
 from .server import make_server
 

@@ -23,11 +23,11 @@ import structlog
 
 from anyclaude import errors
 from anyclaude import messages as messages_mod
+from anyclaude.breaker import IGNORE, SUCCESS, Breaker
 from anyclaude.config import Settings
 
 from . import auth, parse, search_route, sse
 from .admission import Admission, slots_for
-from .breaker import IGNORE, SUCCESS, Breaker
 from .catalog import Catalog
 from .inflight import InFlight, request_key
 from .relay import Call, Relay, outcome_of

@@ -35,12 +35,12 @@ from dataclasses import dataclass
 import structlog
 
 from anyclaude import errors, messages
+from anyclaude.breaker import FAILURE, IGNORE, SUCCESS, Breaker
 from anyclaude.errors import AnyclaudeError
 
 from . import sse
 from .admission import Admission, Place
 from .assemble import Assembler
-from .breaker import FAILURE, IGNORE, SUCCESS, Breaker
 from .inflight import InFlight, Ticket
 from .stream import END, Body, Job, SSEWriter
 from .upstate import EngineWatch

@@ -13,11 +13,12 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from anyclaude.breaker import FAILURE, SUCCESS, Breaker
 from anyclaude.config import SearchConfig
+from anyclaude.errors import Overloaded
 from anyclaude.messages import Results, Search
 
 from . import probe, searxng, shaping
-from .breaker import Breaker
 
 log = structlog.get_logger()
 
@@ -34,6 +35,11 @@ def redact(url: str) -> str:
     return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
+def default_breaker() -> Breaker:
+    """Spares a dead or refusing SearXNG: 3 failures in a row, then 5 s doubling to 60 s."""
+    return Breaker(threshold=3, cooldown_s=5.0, max_cooldown_s=60.0, name="SearXNG")
+
+
 class Bridge:
     def __init__(self, config: SearchConfig, *, breaker: Breaker | None = None,
                  fetch=searxng.search):
@@ -46,7 +52,7 @@ class Bridge:
                 searxng.check_url(self.url)
             except ValueError as exc:
                 self.config_error = f"{exc}; web search is unavailable until it is fixed"
-        self.breaker = breaker or Breaker()
+        self.breaker = breaker or default_breaker()
         self.fetch = fetch
         self.reachable: bool | None = None
         self.last_error = ""
@@ -88,7 +94,9 @@ class Bridge:
             return self._error("unavailable", OFF_MESSAGE)
         if self.config_error:
             return self._error("unavailable", self.config_error)
-        if not self.breaker.allow():
+        try:
+            trial = self.breaker.allow()
+        except Overloaded:
             self._count("refused_by_breaker")
             return self._error("unavailable", "SearXNG failed several times in a row; not asking "
                                f"it again for {self.breaker.retry_in():.0f} s "
@@ -97,13 +105,13 @@ class Bridge:
         try:
             data = self.fetch(self.url, query, timeout_s=self.timeout_s)
         except searxng.Failure as exc:
-            self.breaker.failure()
+            self.breaker.record(FAILURE, trial=trial)
             if exc.reached is not None:
                 self.reachable = exc.reached
             log.warning("websearch.searxng_failed", code=exc.code, error=exc.message,
                         **({"hint": exc.hint} if exc.hint else {}))
             return self._error(exc.code, exc.message)
-        self.breaker.success()
+        self.breaker.record(SUCCESS, trial=trial)
         self.reachable = True
         return self._shape(data, msg)
 

@@ -8,6 +8,9 @@ import pytest
 
 from anyclaude.config import ModelConfig
 
+import request_builders  # tests/ is on sys.path: pytest puts it there for this package
+from request_builders import events_of, run, text_of  # noqa: F401  (the tests import them here)
+
 from .bk_fake_server import FakeUpstream
 
 
@@ -32,29 +35,10 @@ def model_config(**fields):
 
 
 def make_request(text="hello", **overrides):
-    request = {
-        "model": "up", "system": ["You are terse."], "tools": [], "tool_choice": None,
-        "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}],
-        "max_tokens": 32, "temperature": None, "top_p": None, "top_k": None,
-        "stop_sequences": [], "thinking": False,
-    }
-    request.update(overrides)
-    return request
-
-
-def run(core, request, cancelled=lambda: False):
-    out = []
-    core.generate(request, out.append, cancelled)
-    return out
-
-
-def events_of(frames):
-    from anyclaude.messages import Delta
-    return [e for m in frames if isinstance(m, Delta) for e in m.events]
-
-
-def text_of(frames, kind="text"):
-    return "".join(e["text"] for e in events_of(frames) if e["type"] == kind)
+    """The shared builder with an upstream's defaults: model "up", a system prompt, no
+    temperature."""
+    defaults = {"model": "up", "system": ["You are terse."], "temperature": None}
+    return request_builders.make_request(text, **{**defaults, **overrides})
 
 
 BASH = {"name": "Bash", "description": "Run a shell command.",

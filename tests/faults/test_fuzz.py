@@ -20,7 +20,7 @@ from anyclaude import messages
 from anyclaude.config import ModelConfig, RoutesConfig, ServerConfig, Settings
 from anyclaude.services.frontdoor import sse
 from anyclaude.services.frontdoor.app import create_app
-from anyclaude.services.frontdoor.breaker import Breaker
+from anyclaude.breaker import Breaker
 from anyclaude.services.frontdoor.upstate import EngineWatch
 
 from .harness import sse_events

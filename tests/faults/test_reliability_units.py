@@ -285,7 +285,7 @@ def relay_app(engines, after_death: list):
 
     from anyclaude.config import ModelConfig, RoutesConfig, Settings
     from anyclaude.services.frontdoor.app import create_app
-    from anyclaude.services.frontdoor.breaker import Breaker
+    from anyclaude.breaker import Breaker
 
     answers = iter([status_with(pid=10), *after_death])
     last: list = []

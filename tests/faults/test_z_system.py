@@ -43,7 +43,7 @@ def test_breaker_opens_on_engine_failures_refuses_fast_then_closes(system):
         system.service("frontdoor")["info"]), 5, what="the breaker in `anyclaude status`")
     assert info["breaker_trips"] >= 1
     assert "breaker=open" in system.cli("status").stdout
-    # after reset_after (10 s) one trial goes through; its success closes the breaker
+    # after the cooldown (10 s) one trial goes through; its success closes the breaker
     reply = wait_for(lambda: (lambda r: r if r.status_code == 200 else None)(
         system.post(body("trial"))), 15, interval=0.5, what="the half-open trial")
     assert reply.json()["content"][0]["text"] == "ok"

@@ -16,7 +16,7 @@ import anthropic
 
 from anyclaude.config import ModelConfig, RoutesConfig, ServerConfig, Settings, TimeoutsConfig
 from anyclaude.services.frontdoor.app import create_app
-from anyclaude.services.frontdoor.breaker import Breaker
+from anyclaude.breaker import Breaker
 from anyclaude.services.frontdoor.gateway import BusEngines
 from anyclaude.services.frontdoor.server import make_server
 
@@ -48,7 +48,7 @@ class Door:
                  **app_options):
         self.settings = settings
         self.engines = engines if engines is not None else BusEngines(settings)
-        self.breaker = breaker or Breaker(threshold=3, reset_after=30.0)
+        self.breaker = breaker or Breaker(threshold=3, cooldown_s=30.0)
         self.app = create_app(settings=settings, engines=self.engines, optimizer=optimizer,
                               breaker=self.breaker, **app_options)
         self.server = make_server(self.app, settings, host="127.0.0.1", port=0)

@@ -10,7 +10,7 @@ import pytest
 
 from anyclaude import errors
 from anyclaude.messages import Accepted, Delta, Done
-from anyclaude.services.frontdoor.breaker import Breaker
+from anyclaude.breaker import Breaker
 
 from .fd_helpers import wait_for
 from .sse_validator import validate
@@ -113,7 +113,7 @@ def test_breaker_half_open_trial_through_http(make_door):
             return self.now
     clock = Clock()
     engines = Engines([Accepted(0), errors.EngineFailed("crashed")])
-    door = make_door(engines=engines, breaker=Breaker(threshold=1, reset_after=5, clock=clock))
+    door = make_door(engines=engines, breaker=Breaker(threshold=1, cooldown_s=5, clock=clock))
     assert post(door).status_code == 500
     refused = post(door)
     assert refused.status_code == 529 and refused.headers["retry-after"] == "5"

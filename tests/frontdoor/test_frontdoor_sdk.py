@@ -306,8 +306,8 @@ def test_engine_down_is_529(make_door):
 
 
 def test_open_breaker_is_529_with_retry_after(make_door):
-    from anyclaude.services.frontdoor.breaker import Breaker
-    door = make_door(breaker=Breaker(threshold=2, reset_after=30))
+    from anyclaude.breaker import Breaker
+    door = make_door(breaker=Breaker(threshold=2, cooldown_s=30))
     client = door.client()
     for _ in range(2):
         with pytest.raises(anthropic.InternalServerError):
@@ -327,8 +327,8 @@ def test_open_breaker_is_529_with_retry_after(make_door):
 
 
 def test_client_errors_do_not_trip_the_breaker(make_door):
-    from anyclaude.services.frontdoor.breaker import Breaker
-    door = make_door(breaker=Breaker(threshold=1, reset_after=30))
+    from anyclaude.breaker import Breaker
+    door = make_door(breaker=Breaker(threshold=1, cooldown_s=30))
     client = door.client()
     for text in ("fake:error prompt_too_long", "fake:error unsupported_content"):
         with pytest.raises(anthropic.BadRequestError):

@@ -1,4 +1,5 @@
-"""The front door's pure parts: parsing, the SSE state machine, assembly, breaker, guard."""
+"""The front door's pure parts: parsing, the SSE state machine, assembly, guard
+(the breaker's tests are in tests/test_breaker.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import threading
 
 import pytest
 
-from anyclaude.errors import AuthenticationFailed, ConfigError, InvalidRequest, NotFound, Overloaded
+from anyclaude.errors import AuthenticationFailed, ConfigError, InvalidRequest, NotFound
 from anyclaude.services.frontdoor import auth, parse, sse
 from anyclaude.services.frontdoor.assemble import Assembler
-from anyclaude.services.frontdoor.breaker import FAILURE, IGNORE, SUCCESS, Breaker
 from anyclaude.services.frontdoor.catalog import Catalog
 from anyclaude.services.frontdoor.inflight import InFlight, request_key
 
@@ -314,63 +314,6 @@ def test_assembler_builds_the_same_content():
         {"type": "text", "text": "c"}]
     assert body["stop_reason"] == "tool_use" and body["model"] == "claude-x"
     assert body["usage"]["cache_read_input_tokens"] == 0
-
-
-# --- breaker ----------------------------------------------------------------------------
-
-class FakeClock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
-def test_breaker_opens_half_opens_and_closes():
-    clock = FakeClock()
-    breaker = Breaker(threshold=2, reset_after=10, clock=clock)
-    assert breaker.allow() is False
-    breaker.record(FAILURE)
-    assert breaker.state == "closed"
-    breaker.record(IGNORE)          # a client disconnect does not reset nor count
-    breaker.record(FAILURE)
-    assert breaker.state == "open"
-    with pytest.raises(Overloaded) as info:
-        breaker.allow()
-    assert info.value.retry_after == pytest.approx(10)
-    clock.now += 4
-    with pytest.raises(Overloaded) as info:
-        breaker.allow()
-    assert info.value.retry_after == pytest.approx(6)
-    clock.now += 6
-    assert breaker.state == "half_open"
-    assert breaker.allow() is True             # the one trial
-    with pytest.raises(Overloaded):
-        breaker.allow()                        # others wait for it
-    breaker.record(FAILURE, trial=True)
-    assert breaker.state == "open" and breaker.snapshot()["trips"] == 2
-    clock.now += 10
-    assert breaker.allow() is True
-    breaker.record(SUCCESS, trial=True)
-    assert breaker.state == "closed" and breaker.allow() is False
-
-
-def test_breaker_trial_released_by_a_neutral_outcome():
-    clock = FakeClock()
-    breaker = Breaker(threshold=1, reset_after=1, clock=clock)
-    breaker.record(FAILURE)
-    clock.now += 1
-    assert breaker.allow() is True
-    breaker.record(IGNORE, trial=True)
-    assert breaker.state == "half_open" and breaker.allow() is True
-
-
-def test_success_resets_the_failure_count():
-    breaker = Breaker(threshold=2, clock=FakeClock())
-    breaker.record(FAILURE)
-    breaker.record(SUCCESS)
-    breaker.record(FAILURE)
-    assert breaker.state == "closed"
 
 
 # --- duplicate guard --------------------------------------------------------------------

@@ -5,7 +5,7 @@ import pytest
 from anyclaude.config import SearchConfig
 from anyclaude.messages import Search
 from anyclaude.services.websearch import searxng
-from anyclaude.services.websearch.breaker import Breaker
+from anyclaude.breaker import Breaker
 from anyclaude.services.websearch.bridge import Bridge
 from searxng_fake import free_port
 
