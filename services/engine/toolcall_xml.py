@@ -159,6 +159,8 @@ def parse_function(text: str) -> tuple[str, list[tuple[str, str]]] | str:
         key = inner[p + len(PARAM_OPEN):q].strip().strip("\"'")
         if not key:
             return "parameter without a name"
+        if any(k == key for k, _ in params):    # which value is meant? show it as text
+            return f"parameter {key!r} given twice"
         end, i = _value_end(inner, q + 1)
         params.append((key, _strip_one_newline(inner[q + 1:end])))
     return m.group(1), params

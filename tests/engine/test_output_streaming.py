@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
@@ -294,6 +294,8 @@ def test_chunking_never_changes_the_events(text, cuts, family, opened):
 
 @settings(max_examples=500, deadline=None)
 @given(text=tricky_text, family=st.sampled_from(FAMILIES), opened=st.booleans())
+@example(text="<function=Bash><parameter=command>é<parameter=command>", family="hermes",
+         opened=False)                    # found by hypothesis: a repeated parameter
 def test_content_is_never_lost_or_invented(text, family, opened):
     """"é" stands for content: every one the model wrote shows up exactly once, as text,
     thinking or inside tool arguments, whatever markup surrounds it."""
