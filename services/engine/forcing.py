@@ -12,7 +12,9 @@ normally. The chosen text is tokenized (special tokens such as ``<tool_call>`` b
 own ids) and a logits processor makes the model produce exactly those tokens, then EOS.
 Everything downstream - detokenizing, stop sequences, output parsing, usage - runs as usual.
 ``"fail": true`` makes the engine fail after saying the text (instead of finishing), to
-test what a client sees when a stream breaks midway.
+test what a client sees when a stream breaks midway. ``"hold_until": "<path>"`` keeps the
+engine busy after the text until that file exists (at most HOLD_MAX_S): a test holds the
+engine's slot exactly as long as it needs, without guessing how long a text takes.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 
 from anyclaude.logs import get_logger
 
 log = get_logger()
 
 ENV = "ANYCLAUDE_FORCE_FILE"
+HOLD_MAX_S = 120.0
 
 
 class ForceRules:
@@ -105,15 +109,18 @@ class ForcedText:
     ``eos_id``. It counts its own calls (one per sampled token), so it works whatever prefix
     of the prompt came from a cache."""
 
-    def __init__(self, ids: list[int], eos_id: int):
+    def __init__(self, ids: list[int], eos_id: int, *, hold_until: str | None = None):
         self.ids = list(ids)
         self.eos_id = eos_id
+        self.hold_until = hold_until
         self.step = 0
         self._positions = None
 
     def __call__(self, tokens, logits):
         import mlx.core as mx
 
+        if self.step == len(self.ids) and self.hold_until:
+            self._hold()
         target = self.ids[self.step] if self.step < len(self.ids) else self.eos_id
         self.step += 1
         if self._positions is None or self._positions.shape[0] != logits.shape[-1]:
@@ -121,3 +128,8 @@ class ForcedText:
         # Keep the result dependent on the model's logits: otherwise MLX never evaluates the
         # forward pass while decoding and the deferred work lands all at once at the end.
         return mx.where(self._positions == target, logits * 0, float("-inf")).astype(logits.dtype)
+
+    def _hold(self) -> None:
+        deadline = time.monotonic() + HOLD_MAX_S
+        while not os.path.exists(self.hold_until) and time.monotonic() < deadline:
+            time.sleep(0.02)

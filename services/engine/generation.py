@@ -25,6 +25,7 @@ from anyclaude import errors
 from anyclaude.logs import get_logger
 from anyclaude.messages import Delta, Done, Error, Progress
 
+from . import tool_choice
 from .forcing import ForcedText, ForceRules, encode_exact
 from .model import load_model
 from .output import OutputParser, choose_family
@@ -238,11 +239,14 @@ class EngineCore:
         return make_sampler(temp=float(temp), top_p=float(top_p), top_k=int(top_k))
 
     def _forcing(self, request: dict):
-        """(logits processors, fail afterwards?) from the force file's rule, if any."""
+        """(logits processors, fail afterwards?): the force file's rule if one applies (it
+        wins), else what enforces tool_choice any / tool (tool_choice.py), else none."""
         rule = self.forcing.pick_rule(request)
         if rule is None:
-            return None, False
-        return [ForcedText(encode_exact(self.tokenizer, rule["say"]), self.eos_id)], bool(rule.get("fail"))
+            return tool_choice.processors(self, request), False
+        hold = rule.get("hold_until") if isinstance(rule.get("hold_until"), str) else None
+        return ([ForcedText(encode_exact(self.tokenizer, rule["say"]), self.eos_id,
+                            hold_until=hold)], bool(rule.get("fail")))
 
     def _usage(self, n_prompt: int, reused: int, output_tokens: int) -> dict:
         # Anthropic: total input = input_tokens + cache_read + cache_creation. With the

@@ -10,7 +10,9 @@ the API does. The internal shape is documented in anyclaude/messages.py; beyond 
 - server tools (a ``type`` other than "custom", e.g. web_search_20250305) go to
   ``server_tools`` unchanged; server_tool_use / web_search_tool_result input blocks pass
   through unchanged.
-- ``tool_choice`` may carry ``disable_parallel_tool_use: true``.
+- ``tool_choice`` may carry ``disable_parallel_tool_use: true``. Forced tool use (any, tool)
+  with ``thinking.type`` "enabled" is refused, as the API does; "adaptive" passes (the
+  engine's forced call leaves no room to think).
 """
 
 from __future__ import annotations
@@ -173,6 +175,12 @@ def parse_request(payload: dict, *, count: bool = False) -> Parsed:
         "stop_sequences": _stop_sequences(payload.get("stop_sequences")),
         "thinking": _thinking(payload.get("thinking")),
     }
+    if (request["tool_choice"] or {}).get("type") in ("any", "tool") and \
+            (payload.get("thinking") or {}).get("type") == "enabled":
+        # As the API: forced tool use starts the reply with the call, leaving no room to think.
+        raise InvalidRequest("thinking: may not be enabled when tool_choice forces tool use "
+                             f"(tool_choice.type {request['tool_choice']['type']!r}); use "
+                             "tool_choice auto or none, or disable thinking")
     return Parsed(request, stream and not count)
 
 

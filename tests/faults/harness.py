@@ -468,8 +468,9 @@ dir = "{self.home / 'logs'}"
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGCONT)
 
-    def say(self, *rules: tuple[str, str], otherwise: str | None = "ok") -> None:
-        listed = [{"match": m, "say": t} for m, t in rules]
+    def say(self, *rules: tuple, otherwise: str | None = "ok") -> None:
+        """Force file rules: (match, text) or (match, text, {extra keys, e.g. hold_until})."""
+        listed = [{"match": r[0], "say": r[1], **(r[2] if len(r) > 2 else {})} for r in rules]
         if otherwise is not None:
             listed.append({"match": "", "say": otherwise})
         tmp = self.force_file.with_suffix(".tmp")

@@ -132,8 +132,11 @@ def test_rows7_to_11_bad_bodies_never_reach_the_engine(system):
     assert re.fullmatch(r"prompt is too long: \d+ tokens > \d+ maximum", message), message
 
 
-def test_row12_bounded_fifo_admission_overflow_and_drop(system):
-    system.say(("hold the slot", LONG[:1200]), ("queued", "served in turn"))
+def test_row12_bounded_fifo_admission_overflow_and_drop(system, request):
+    release = system.home / "row12-release"      # the holder keeps the slot until then
+    request.addfinalizer(release.touch)          # also when an assertion fails first
+    system.say(("hold the slot", LONG[:1200], {"hold_until": str(release)}),
+               ("queued", "served in turn"))
     requests_before = system.engine_info()["requests"]
     rejected_before = health(system)["admission"]["tiny"]["rejected"]
     holder = system.raw(body("hold the slot", stream=True))
@@ -165,6 +168,7 @@ def test_row12_bounded_fifo_admission_overflow_and_drop(system):
     queued[1].close()
     wait_for(lambda: health(system)["admission"]["tiny"]["dropped"] >= 1, 5,
              what="the queued request dropped")
+    release.touch()
     started_at: dict = {}
 
     def read(name, stream):
