@@ -13,6 +13,12 @@ Mapping (see anyclaude/messages.py for the request shape):
   them); ``thinking`` -> ``reasoning_content`` (the template decides which turns keep it;
   Qwen3 drops it for turns before the last real user query); ``redacted_thinking`` is
   dropped (it is opaque).
+- The front door's web searches in an assistant turn (search_loop.py): ``server_tool_use``
+  -> a tool call (arguments {query}); ``web_search_tool_result`` ends the assistant message
+  there and becomes a "tool" message whose text is ``search_blocks.result_text`` (the
+  decoded results with snippets, or "Web search error: <code>"); what follows starts a new
+  assistant message. That is the shape the search loop sent the engine, so the prompt it
+  cached stays a prefix of the next turn's.
 - Images, and documents that are not text/*, raise UnsupportedContent (mlx-lm models read
   text only); text documents are inlined as text.
 - A final assistant message with text is a prefill: it is rendered open
@@ -30,6 +36,8 @@ from dataclasses import dataclass
 from jinja2.exceptions import TemplateError
 
 from anyclaude.errors import InvalidRequest, UnsupportedContent
+
+from .search_blocks import call_query, result_text
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,7 @@ def to_chat_messages(request: dict, *, model_id: str = "model") -> list[dict]:
         blocks = message.get("content") or []
         where = f"messages[{index}]"
         if role == "assistant":
-            messages.append(_assistant(blocks, where, model_id))
+            messages.extend(_assistant(blocks, where, model_id))
         elif role in ("user", "system"):
             messages.extend(_user_or_system(role, blocks, where, model_id))
         else:
@@ -142,15 +150,36 @@ def _user_or_system(role: str, blocks: list, where: str, model_id: str) -> list[
     return out
 
 
-def _assistant(blocks: list, where: str, model_id: str) -> dict:
+def _assistant(blocks: list, where: str, model_id: str) -> list[dict]:
+    out: list[dict] = []
     texts, reasoning, calls = [], [], []
+    queries: dict[str, str] = {}
+
+    def flush() -> None:
+        message = {"role": "assistant", "content": "\n\n".join(texts)}
+        if reasoning:
+            message["reasoning_content"] = "\n\n".join(reasoning)
+        if calls:
+            message["tool_calls"] = list(calls)
+        out.append(message)
+        texts.clear(), reasoning.clear(), calls.clear()
+
     for i, block in enumerate(blocks):
         kind = block.get("type")
-        if kind == "tool_use":
+        if kind in ("tool_use", "server_tool_use"):
             args = block.get("input")
+            if kind == "server_tool_use":
+                args = {"query": call_query(block)}
+                queries[block.get("id", "")] = args["query"]
             calls.append({"id": block.get("id", ""), "type": "function",
                           "function": {"name": block.get("name", ""),
                                        "arguments": args if isinstance(args, dict) else {}}})
+        elif kind == "web_search_tool_result":
+            if texts or reasoning or calls:
+                flush()
+            tool_use_id = block.get("tool_use_id", "")
+            out.append({"role": "tool", "tool_call_id": tool_use_id,
+                        "content": result_text(block, queries.get(tool_use_id))})
         elif kind == "thinking":
             if block.get("thinking"):
                 reasoning.append(block["thinking"])
@@ -158,12 +187,9 @@ def _assistant(blocks: list, where: str, model_id: str) -> dict:
             continue
         else:
             texts.append(_text_of(block, f"{where}.content[{i}]", model_id))
-    message = {"role": "assistant", "content": "\n\n".join(texts)}
-    if reasoning:
-        message["reasoning_content"] = "\n\n".join(reasoning)
-    if calls:
-        message["tool_calls"] = calls
-    return message
+    if texts or reasoning or calls or not out:
+        flush()
+    return out
 
 
 def _text_of(block: dict, where: str, model_id: str) -> str:
@@ -182,8 +208,10 @@ def _text_of(block: dict, where: str, model_id: str) -> str:
                                  f"({where}); send the document's text instead")
     if kind == "tool_result":
         raise InvalidRequest(f"{where}: tool_result blocks belong in user messages")
-    if kind == "tool_use":
-        raise InvalidRequest(f"{where}: tool_use blocks belong in assistant messages")
+    if kind in ("tool_use", "server_tool_use"):
+        raise InvalidRequest(f"{where}: {kind} blocks belong in assistant messages")
+    if kind == "web_search_tool_result":   # outside an assistant turn: read as text
+        return result_text(block)
     raise UnsupportedContent(f"{where}: unsupported content block type {kind!r}")
 
 

@@ -26,7 +26,7 @@ from anyclaude import messages as messages_mod
 from anyclaude.breaker import IGNORE, SUCCESS, Breaker
 from anyclaude.config import Settings
 
-from . import auth, parse, search_route, sse
+from . import auth, parse, search_loop, search_route, sse
 from .admission import Admission, slots_for
 from .catalog import Catalog
 from .inflight import InFlight, request_key
@@ -71,7 +71,8 @@ def create_app(*, settings: Settings, engines, optimizer=None, breaker: Breaker,
     early_grace_s: how long a stream waits for the engine's first decisive frame so that
         an immediate refusal is an HTTP status (message_start follows it at once).
     search: a callable returning this thread's search function (websearch.SearchFn), for
-        Claude Code's dedicated WebSearch call; None answers it `unavailable`.
+        Claude Code's dedicated WebSearch call and for searches the model decides on
+        (search_loop.py); None answers them `unavailable`.
     watch: what the supervisor says about the engines (upstate.EngineWatch); by default it
         asks the supervisor's control socket, when there is one.
 
@@ -267,6 +268,7 @@ class _Messages:
         if searching is not None:
             return self._search(req, resp, searching, parsed.stream, requested)
         # Refusals come first and at once: breaker open, the engine's queue full.
+        offered, web_tool = search_loop.offer(parsed.request)   # the model may search
         trial = self.breaker.allow()
         try:
             place = self.relay.admission.enter(local, rid)
@@ -275,7 +277,7 @@ class _Messages:
             raise
         try:
             self.relay.watch.check(local)        # a suspected engine that is down: say so now
-            request = self._prepare_or_explain(parsed.request, rid, local)
+            request = self._prepare_or_explain(offered, rid, local)
             place = self.relay.admission.move(place, request["model"])
             ticket = self.inflight.enter(request_key(req.context.api_key, body), rid)
         except BaseException:
@@ -286,7 +288,8 @@ class _Messages:
                  stream=parsed.stream, messages=len(request["messages"]))
         call = Call(request_id=rid, message_id=new_id("msg_"), requested_model=requested,
                     model_id=request["model"], request=request, ticket=ticket, trial=trial,
-                    place=place)
+                    place=place, engine_stream=search_loop.engine_stream(
+                        self.engines, web_tool, request, self._searcher, request_id=rid))
         if not parsed.stream:
             resp.media = self.relay.complete(call, _disconnected(req))
             return
@@ -296,9 +299,13 @@ class _Messages:
         resp.set_header("cache-control", "no-cache")
         resp.stream = body_iter
 
+    def _searcher(self):
+        """This thread's search function."""
+        return self.search() if self.search is not None else _search_off
+
     def _search(self, req, resp, searching, stream: bool, requested: str) -> None:
         query, tool = searching
-        search = self.search() if self.search is not None else _search_off
+        search = self._searcher()
         answer = search_route.answer(query, tool, search, stream=stream, model=requested,
                                      message_id=new_id("msg_"),
                                      request_id=req.context.request_id)
@@ -312,7 +319,8 @@ class _Messages:
     def on_post_count(self, req, resp):
         rid = req.context.request_id
         parsed = parse.parse_request(parse.decode_body(self._body(req)), count=True)
-        request = self._prepare(parsed.request, rid)
+        offered, _ = search_loop.offer(parsed.request)   # counted as the model sees it
+        request = self._prepare(offered, rid)
         trial = self.breaker.allow()
         outcome = IGNORE
         try:

@@ -47,6 +47,9 @@ class Assembler:
                 if not self._tool_open():
                     raise sse.MalformedEvents("tool_end outside a tool call")
                 self._end_tool()
+            elif kind == "block":   # a complete block from the search loop
+                self._end_tool()
+                self.content.append(dict(ev["block"]))
             else:
                 raise sse.MalformedEvents(f"unknown engine event {kind!r}")
 

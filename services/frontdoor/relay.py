@@ -77,6 +77,7 @@ class Call:
     ticket: Ticket
     trial: bool              # this call is the breaker's half-open trial
     place: Place | None = None   # its place in the engine's admission queue
+    engine_stream: Callable | None = None   # replaces engines.stream (the search loop)
 
 
 class Relay:
@@ -109,8 +110,9 @@ class Relay:
                 if self.watch is not None:
                     self._check_engine(call, gone, patient=waited and not retried)
                 output = False
-                frames = self.engines.stream(call.model_id, call.request,
-                                             request_id=call.request_id, client_gone=gone)
+                run = call.engine_stream or self.engines.stream
+                frames = run(call.model_id, call.request, request_id=call.request_id,
+                             client_gone=gone)
                 try:
                     for frame in frames:
                         if isinstance(frame, (messages.Delta, messages.Done)):

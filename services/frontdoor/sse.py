@@ -6,7 +6,9 @@ the stream grammar the SDKs and Claude Code enforce:
     message_start ping* (content_block_start content_block_delta* content_block_stop)*
     message_delta message_stop
 
-Blocks are strictly sequential: a new kind of event closes the open block first.
+Blocks are strictly sequential: a new kind of event closes the open block first. Besides
+the engine's events, the search loop (search_loop.py) feeds ``{type: "block", block}``:
+one complete content block (server_tool_use, web_search_tool_result).
 """
 
 from __future__ import annotations
@@ -42,12 +44,15 @@ PING = event("ping", {"type": "ping"})
 
 def usage(raw: dict | None) -> dict:
     raw = raw or {}
-    return {
+    out = {
         "input_tokens": int(raw.get("input_tokens") or 0),
         "output_tokens": int(raw.get("output_tokens") or 0),
         "cache_creation_input_tokens": int(raw.get("cache_creation_input_tokens") or 0),
         "cache_read_input_tokens": int(raw.get("cache_read_input_tokens") or 0),
     }
+    if isinstance(raw.get("server_tool_use"), dict):   # set by the search loop
+        out["server_tool_use"] = dict(raw["server_tool_use"])
+    return out
 
 
 def stop_reason(value: str | None) -> str:
@@ -122,9 +127,23 @@ class StreamState:
                 if self.open != "tool_use":
                     raise MalformedEvents("tool_end outside a tool call")
                 self._close(out)
+            elif kind == "block":
+                self._whole(out, ev["block"])
             else:
                 raise MalformedEvents(f"unknown engine event {kind!r}")
         return b"".join(out)
+
+    def _whole(self, out: list, block: dict) -> None:
+        """A complete block from the front door itself (the search loop's server_tool_use
+        and web_search_tool_result): a server_tool_use streams its input as one delta."""
+        self._close(out)
+        if block.get("type") == "server_tool_use":
+            self._open(out, "server_tool_use", {**block, "input": {}})
+            out.append(self._delta({"type": "input_json_delta",
+                                    "partial_json": _dumps(block.get("input") or {})}))
+        else:
+            self._open(out, str(block.get("type")), block)
+        self._close(out)
 
     def keepalive(self) -> bytes:
         """A content event that adds nothing, for Claude Code's 300 s no-content watchdog.

@@ -180,7 +180,8 @@ def test_claude_code_shaped_request(client, fake_engines):
                        "anthropic-version": "2023-06-01"})
     assert raw.parse().content[0].text == "fine"
     request = fake_engines["local-main"].request_of(raw.headers["request-id"])
-    assert request["thinking"] is True and len(request["tools"]) == 26
+    assert request["thinking"] is True and len(request["tools"]) == 27
+    assert request["tools"][-1]["name"] == "web_search"   # offered to the model (search_loop)
     assert request["server_tools"] == [{"type": "web_search_20250305", "name": "web_search",
                                         "max_uses": 8}]
     assert request["messages"][2]["role"] == "system"

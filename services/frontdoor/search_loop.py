@@ -1,0 +1,260 @@
+"""The model decides to search: the web_search server tool in a general request.
+
+The real API runs server tools itself, between samplings of the model. We do the same at
+the front door, around the engine calls of one client message:
+
+1. ``offer``: a request whose tools include a ``web_search_*`` server tool gets an ordinary
+   tool of the same name (input ``{"query": string}``) appended to its custom tools, before
+   the optimizer sees it, so the search tool is counted and rendered like any other tool
+   (count_tokens does the same). A client tool with that name wins and nothing is offered;
+   parse.py already refuses two tools with one name, as the API does.
+2. ``SearchLoop.stream`` replaces ``engines.stream`` for that call (relay.Call.engine_stream)
+   and yields the same frames. The model's calls of the search tool never reach the client
+   as tool_use: from the first such call on, the rest of that engine call is held back;
+   after its Done each search runs (websearch.run_search, so an empty query, query_too_long
+   and max_uses are answered without SearXNG) and the client gets a ``server_tool_use`` and
+   a ``web_search_tool_result`` block (neutral event ``{type: "block"}``), then the held
+   events in their order.
+3. The engine is called again with the request it ran plus the assistant turn (text,
+   thinking, a tool_use per search, ids ``srvtoolu_…``) and a user turn of tool results
+   whose text is ``search_blocks.result_text`` of the result block - titles, URLs, dates,
+   snippets, or "Web search error: <code>". The continuation is the original request with
+   messages appended (nothing else changes but max_tokens), so the engine's prefix cache
+   hits; and a later turn that sends the blocks back renders to the same prompt
+   (template.py). Its frames continue the same client message: block indexes go on, one
+   message_start, one message_delta.
+
+Rules:
+- It goes on while the model searches and calls no client tool. A client tool call in the
+  same engine call ends the message with stop_reason tool_use (its searches still run);
+  otherwise the last engine call's stop_reason stands.
+- max_uses counts every search call of the message; later calls are answered
+  ``max_uses_exceeded`` (the tool stays offered, so the prompt prefix does not change) and
+  the model goes on. After MAX_ROUNDS continuations the message ends with ``pause_turn``.
+- max_tokens bounds the whole message: a continuation may generate what is left; with
+  nothing left the message ends with ``max_tokens`` after the search blocks.
+- usage: each of input_tokens, cache_creation_input_tokens, cache_read_input_tokens and
+  output_tokens is the sum over the engine calls (each call reads its whole prompt, as the
+  API reports every sampling of a server-tool loop), so the input fields exceed
+  count_tokens of the request once the model searched.
+  ``server_tool_use.web_search_requests`` counts the searches SearXNG answered.
+- A failing search (SearXNG down, not configured) is an error object in the result block;
+  the model continues. A client that leaves stops the loop; the open engine call is
+  cancelled as usual when the relay closes this generator.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import structlog
+
+from anyclaude import errors, messages
+from anyclaude.services.engine.search_blocks import result_text
+
+from . import websearch
+
+log = structlog.get_logger()
+
+MAX_ROUNDS = 10
+DESCRIPTION = ("Search the web. Returns the top results for the query: titles, URLs, "
+               "publication dates and text snippets. Use it for current events and facts "
+               "you are not sure about; cite the URLs you use.")
+USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
+              "cache_read_input_tokens")
+
+
+def offered_tool(name: str) -> dict:
+    return {"name": name, "description": DESCRIPTION,
+            "input_schema": {"type": "object",
+                             "properties": {"query": {"type": "string",
+                                                      "description": "The search query"}},
+                             "required": ["query"]}}
+
+
+def offer(request: dict) -> tuple[dict, websearch.WebSearchTool | None]:
+    """The request with the web_search server tool offered to the model, and the tool;
+    the request unchanged and None when there is none (or a client tool has its name)."""
+    tool = websearch.find_tool(request.get("server_tools"))
+    if tool is None:
+        return request, None
+    tools = list(request.get("tools") or [])
+    if any(t.get("name") == tool.name for t in tools):
+        log.info("frontdoor.search_loop.name_taken", tool=tool.name)
+        return request, None
+    return {**request, "tools": [*tools, offered_tool(tool.name)]}, tool
+
+
+def engine_stream(engines, tool: websearch.WebSearchTool | None, request: dict,
+                  search: Callable[[], websearch.SearchFn], *, request_id: str):
+    """The stream function for relay.Call.engine_stream, or None when there is no search
+    tool (or the optimizer removed it from the request it returned)."""
+    if tool is None:
+        return None
+    if not any(t.get("name") == tool.name for t in request.get("tools") or []):
+        log.info("frontdoor.search_loop.not_offered", request_id=request_id, tool=tool.name)
+        return None
+    return SearchLoop(engines, tool, search).stream
+
+
+class SearchLoop:
+    def __init__(self, engines, tool: websearch.WebSearchTool,
+                 search: Callable[[], websearch.SearchFn]):
+        self.engines, self.tool = engines, tool
+        self.search_factory = search   # called in the thread that runs the loop
+
+    def stream(self, model_id: str, request: dict, *, request_id: str,
+               client_gone: Callable[[], bool]) -> Iterator[messages.Message]:
+        search = None
+        uses = answered = 0
+        usage = dict.fromkeys(USAGE_KEYS, 0)
+        budget = int(request["max_tokens"])
+        for round_no in range(MAX_ROUNDS + 1):
+            rid = request_id if round_no == 0 else f"{request_id}-s{round_no}"
+            turn = _Turn(self.tool.name)
+            done = yield from self._round(model_id, request, rid, client_gone, turn)
+            for key in USAGE_KEYS:
+                usage[key] += int((done.usage or {}).get(key) or 0)
+            stop, sequence = done.stop_reason, done.stop_sequence
+            results = []
+            for item in turn.held:
+                if not isinstance(item, _Search):
+                    yield messages.Delta(item)
+                    continue
+                if client_gone():
+                    raise errors.Cancelled("the client went away")
+                search = search or self.search_factory()
+                reply = websearch.run_search(item.query, self.tool, search, uses_so_far=uses,
+                                             tool_use_id=item.id)
+                uses += 1
+                answered += reply.web_search_requests
+                log.info("frontdoor.search_loop.search", request_id=request_id,
+                         round=round_no, query_chars=len(reply.query),
+                         results=len(reply.results.results), error=reply.error_code)
+                use = {**reply.blocks[0], "name": self.tool.name}
+                result = reply.blocks[1]
+                yield messages.Delta([{"type": "block", "block": use},
+                                      {"type": "block", "block": result}])
+                results.append({"type": "tool_result", "tool_use_id": item.id,
+                                "content": [{"type": "text",
+                                             "text": result_text(result, reply.query)}],
+                                "is_error": False})
+            if not results or turn.custom_calls or stop not in ("tool_use", "end_turn"):
+                break
+            left = budget - usage["output_tokens"]
+            if left <= 0:
+                stop, sequence = "max_tokens", None
+                break
+            if round_no == MAX_ROUNDS:
+                stop, sequence = "pause_turn", None
+                break
+            if client_gone():
+                raise errors.Cancelled("the client went away")
+            request = continuation(request, turn.content, results, left)
+        log.info("frontdoor.search_loop.done", request_id=request_id, rounds=round_no + 1,
+                 searches=uses, answered=answered, stop_reason=stop)
+        yield messages.Done(stop, sequence, {
+            **usage, "server_tool_use": {"web_search_requests": answered,
+                                         "web_fetch_requests": 0}})
+
+    def _round(self, model_id, request, request_id, client_gone, turn):
+        """One engine call: its frames, minus what ``turn`` holds back; returns its Done."""
+        frames = self.engines.stream(model_id, request, request_id=request_id,
+                                     client_gone=client_gone)
+        try:
+            for frame in frames:
+                if isinstance(frame, messages.Done):
+                    return frame
+                if isinstance(frame, messages.Delta):
+                    events = turn.feed(frame.events)
+                    if events:
+                        yield messages.Delta(events)
+                else:
+                    yield frame
+        finally:
+            frames.close()   # in this thread: an unfinished engine call gets Cancel
+        raise errors.EngineFailed(f"engine-{model_id} ended the stream without Done")
+
+
+def continuation(request: dict, content: list, results: list, max_tokens: int) -> dict:
+    """The request it ran, with the assistant turn and its search results appended."""
+    history = list(request["messages"])
+    if history and history[-1]["role"] == "assistant":   # a prefill: the turn continues it
+        content = _joined(history.pop()["content"], content)
+    return {**request, "max_tokens": max_tokens,
+            "messages": [*history, {"role": "assistant", "content": content},
+                         {"role": "user", "content": results}]}
+
+
+def _joined(before: list, after: list) -> list:
+    if before and after and before[-1].get("type") == after[0].get("type") == "text":
+        return [*before[:-1], {"type": "text", "text": before[-1]["text"] + after[0]["text"]},
+                *after[1:]]
+    return [*before, *after]
+
+
+class _Search:
+    def __init__(self, query: str):
+        self.id = websearch.new_tool_use_id()
+        self.query = query
+
+
+class _Turn:
+    """One engine call's output, split into what the client sees at once, what waits for
+    the searches (``held``: event lists and _Search, in order), and the assistant content
+    for the continuation."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.content: list[dict] = []
+        self.held: list = []
+        self.custom_calls = 0
+        self._args: list[str] | None = None   # the search call being read
+
+    def feed(self, events: list) -> list:
+        now = []
+        for ev in events:
+            kind = ev.get("type") if isinstance(ev, dict) else None
+            if self._args is not None:
+                if kind == "tool_args":
+                    self._args.append(ev.get("json") or "")
+                elif kind == "tool_end":
+                    self._end_search()
+                continue
+            if kind == "tool_start" and ev.get("name") == self.name:
+                self._args = []
+                continue
+            if kind == "tool_start":
+                self.custom_calls += 1
+            self._record(ev)
+            if not self.held:
+                now.append(ev)
+            elif isinstance(self.held[-1], list):
+                self.held[-1].append(ev)
+            else:
+                self.held.append([ev])
+        return now
+
+    def _end_search(self) -> None:
+        try:
+            args = json.loads("".join(self._args))
+        except ValueError:
+            args = None
+        self._args = None
+        query = args.get("query") if isinstance(args, dict) else None
+        item = _Search(query.strip() if isinstance(query, str) else "")
+        self.held.append(item)
+        self.content.append({"type": "tool_use", "id": item.id, "name": self.name,
+                             "input": {"query": item.query}})
+
+    def _record(self, ev: dict) -> None:
+        kind = ev.get("type")
+        if kind not in ("text", "thinking") or not ev.get("text"):
+            return   # client tool calls end the loop: they need no record
+        key = "text" if kind == "text" else "thinking"
+        last = self.content[-1] if self.content else None
+        if last is not None and last["type"] == kind:
+            last[key] += ev["text"]
+        else:
+            self.content.append({"type": kind, key: ev["text"]})
