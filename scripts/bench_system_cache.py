@@ -9,14 +9,15 @@ prefill step, streaming; TTFT = the first content delta (max_tokens small):
     warm      the same prefix + a new user message of ~--new tokens (median of --rounds,
               the two servers interleaved)
     restart   the first request after `anyclaude restart engine-<id>` (the prefix comes
-              from the kvstore on disk; median of --restarts) / after mlx_lm.server was
-              stopped and started again (it has no disk tier)
+              from the kvstore on disk: the restarted engine preloads the most recently
+              used file, else the request looks it up; median of --restarts) / after
+              mlx_lm.server was stopped and started again (it has no disk tier)
 
 then the anyclaude engine's RSS over --rss-requests mixed requests (some sharing the long
 prefix, some continuing earlier conversations, some unrelated), sampled every 10.
 
     .venv/bin/python scripts/bench_system_cache.py [--tokens 16384] [--new 100] [--rounds 5]
-        [--preset tiny | --model-dir DIR] [--memory-budget-mb 512] [--step 256] [--block 256]
+        [--preset tiny | --model-dir DIR] [--memory-budget-mb 512] [--step 256] [--block 64]
         [--restarts 2] [--rss-requests 100] [--skip-mlx-server] [--keep]
 
 A full run on a 2-core CPU takes 6-11 minutes; --tokens 8192 --rss-requests 30 about 2.
@@ -237,7 +238,8 @@ def restart_phase(args, system: B.BenchSystem, mlx: MlxServer | None, base: dict
               f"{r.cache_read}, prefilled {r.input_total - r.cache_read} (engine pid {old_pid} -> "
               f"{fresh['pid']}; engine cache.disk_hits {fresh['info']['cache'].get('disk_hits', 0)}"
               f" -> {engine['cache'].get('disk_hits', 0)}, kvstore hits {kv_before.get('hits', 0)}"
-              f" -> {kv.get('hits', 0)}, kvstore {kv.get('entries')} files / "
+              f" -> {kv.get('hits', 0)}, preloads {kv_before.get('preloads', 0)} -> "
+              f"{kv.get('preloads', 0)}, kvstore {kv.get('entries')} files / "
               f"{kv.get('bytes', 0) / 2**20:.0f} MB)", flush=True)
     results["anyclaude"]["restart"] = runs
     if mlx:
@@ -384,7 +386,7 @@ def main() -> None:
     parser.add_argument("--model-dir", default="")
     parser.add_argument("--memory-budget-mb", type=int, default=512)
     parser.add_argument("--step", type=int, default=256, help="prefill step, both servers")
-    parser.add_argument("--block", type=int, default=256, help="cache.block_tokens")
+    parser.add_argument("--block", type=int, default=64, help="cache.block_tokens")
     parser.add_argument("--restarts", type=int, default=2, help="engine restarts measured")
     parser.add_argument("--rss-requests", type=int, default=100)
     parser.add_argument("--skip-mlx-server", action="store_true")

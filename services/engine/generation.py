@@ -323,6 +323,23 @@ class EngineCore:
         if self.prefix_cache is not None:
             self.prefix_cache.store(tokens, cache)
 
+    def warm_start(self) -> None:
+        """A (re)started engine's first step, before it takes requests from its queue: load
+        the kvstore's most recently used file of this model into memory, so the session
+        that was going on continues at memory speed. Never fails: a miss is a cold start."""
+        if self.prefix_cache is None or self.kv is None:
+            return
+        started = time.monotonic()
+        try:
+            found = self.kv.recent(self.fingerprint, self.prefix_cache.budget)
+            tokens = self.prefix_cache.preload(found[0]) if found else 0
+        except Exception:
+            log.exception("engine.cache.preload_failed", model=self.model_id)
+            return
+        if tokens:
+            log.info("engine.cache.preloaded", model=self.model_id, tokens=tokens,
+                     seconds=round(time.monotonic() - started, 3))
+
     def cache_stats(self) -> dict:
         return self.prefix_cache.stats() if self.prefix_cache is not None else {}
 

@@ -67,6 +67,7 @@ class _Entry:
     nbytes: int
     sliceable: bool
     pinned: bool = False
+    from_disk: bool = False     # preloaded from the kvstore, not used yet
 
 
 def _lcp(a: np.ndarray, b: np.ndarray, limit: int) -> int:
@@ -115,8 +116,12 @@ class PrefixCache:
         with self._lock:
             entry, reuse = self._best(arr, hashes)
             cache = self._materialize(entry, reuse) if reuse else None
+            preloaded = bool(reuse) and entry.from_disk
             if reuse:
                 self._entries.move_to_end(id(entry))
+                entry.from_disk = False
+        if preloaded:                 # read from disk at start, for this request
+            return self._count(cache, reuse, "disk")
         if self.disk is not None and min(len(hashes) * self.block, len(arr) - 1) > reuse:
             loaded = self._from_disk(arr, hashes, reuse)
             if loaded is not None:
@@ -180,14 +185,9 @@ class PrefixCache:
             n = min(reusable(info, arr, blocks), len(arr) - 1)
             if n <= reuse:
                 return None
-            cache = load_checked(path, info, reuse=n)
-            if len(cache) != self._n_layers:
-                raise CacheFileError(f"{path}: wrong number of layers for this model")
+            cache = self._load(path, info, n)
         except CacheFileError as exc:
-            with self._lock:
-                self.counts["disk_errors"] += 1
-            log.warning("engine.cache.bad_file", path=path, error=str(exc))
-            self.disk.report_bad(path, str(exc))
+            self._bad_file(path, exc)
             return None
         except Exception:             # out of memory, a bug: a miss, never a failed request
             with self._lock:
@@ -198,6 +198,50 @@ class PrefixCache:
         log.info("engine.cache.disk_load", path=path, tokens=n, file_tokens=info.tokens,
                  memory_tokens=reuse, seconds=round(time.monotonic() - started, 3))
         return cache, n
+
+    def _load(self, path: str, info, tokens: int) -> list:
+        cache = load_checked(path, info, reuse=tokens)
+        if len(cache) != self._n_layers:
+            raise CacheFileError(f"{path}: wrong number of layers for this model")
+        return cache
+
+    def _bad_file(self, path: str, exc: CacheFileError) -> None:
+        """A miss; the store quarantines the file."""
+        with self._lock:
+            self.counts["disk_errors"] += 1
+        log.warning("engine.cache.bad_file", path=path, error=str(exc))
+        self.disk.report_bad(path, str(exc))
+
+    def preload(self, path: str) -> int:
+        """Load the cache file at ``path`` into memory: what a restarted engine does first,
+        so the next request of the session it left off is served at memory speed. Also runs
+        one forward step against it (the first long-context step of a process is slower).
+        Returns the tokens loaded; 0 when the file cannot serve (no token ids, another
+        block size) or is damaged (reported to the store, as on a lookup)."""
+        if self.disk is None:
+            return 0
+        try:
+            info = read_checked(path, fingerprint=self.fingerprint, hashes=[])
+            ids = info.token_ids
+            if ids is None or info.block_tokens != self.block:
+                return 0
+            cache = self._load(path, info, info.tokens)
+        except CacheFileError as exc:
+            self._bad_file(path, exc)
+            return 0
+        self._mark_on_disk(info.hashes[-1], info.tokens)
+        entry = self._store(ids.tolist(), cache, False)
+        if entry is None:
+            return 0
+        with self._lock:
+            entry.from_disk = True
+            if len(entry.ids) > 1 and entry.sliceable:
+                view = self._materialize(entry, len(entry.ids) - 1)
+            else:
+                view = None
+        if view is not None:
+            mx.eval(self.model(mx.array(entry.ids[-1:])[None], cache=view))
+        return len(entry.ids)
 
     def divergence(self, ids: list[int]) -> tuple[int, int]:
         """(tokens matched, length of the closest entry): where a prompt left the cache."""
@@ -232,15 +276,15 @@ class PrefixCache:
         except Exception:
             log.exception("engine.cache.store_failed", tokens=len(ids))
 
-    def _store(self, ids: list[int], cache: list, pinned: bool) -> None:
+    def _store(self, ids: list[int], cache: list, pinned: bool) -> _Entry | None:
         plain = _plain(cache)
         offsets = {getattr(c, "offset", None) for c in cache}
         if len(offsets) != 1 or None in offsets:
-            return                    # recurrent layers: no token count to cut back to
+            return None               # recurrent layers: no token count to cut back to
         held = offsets.pop()
         n = min(len(ids), held)
         if n <= 0:
-            return
+            return None
         if plain:
             layers = [(c.keys, c.values) for c in cache]
             mx.eval(layers)
@@ -248,7 +292,7 @@ class PrefixCache:
         else:
             if held > n and not (can_trim_prompt_cache(cache) and
                                  trim_prompt_cache(cache, held - n) == held - n):
-                return
+                return None
             layers, nbytes = cache, sum(c.nbytes for c in cache)
         arr = np.asarray(ids[:n], dtype=np.int32)
         entry = _Entry(arr, chain_hashes(self.fingerprint, arr, self.block), layers, nbytes, plain)
@@ -256,12 +300,13 @@ class PrefixCache:
             if pinned:
                 self.pin(ids[:n])
             if not self._absorb(entry):
-                return
+                return None
             self._add(entry)
             entry.pinned = pinned
             self._evict()
         if self.disk is not None and plain:
             self._write_to_disk(entry)
+        return entry
 
     def _absorb(self, entry: _Entry) -> bool:
         """Drop entries that ``entry`` covers; False if an existing one already covers it."""

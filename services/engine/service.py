@@ -128,6 +128,9 @@ class EngineService:
         for i in range(1, self.concurrency):
             threading.Thread(target=self._work, name=f"generation-{i}", daemon=True).start()
         self.service.mark_ready()
+        warm_start = getattr(self.core, "warm_start", None)
+        if warm_start is not None:   # requests wait in the queue meanwhile (Accepted is sent)
+            warm_start()
         self._work()
 
     def _work(self) -> None:

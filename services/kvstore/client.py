@@ -5,6 +5,7 @@ their own so the generation thread never waits for the disk.
     client.lookup(fingerprint, block_hashes) -> (path, tokens) | None
     client.put_async(PutJob(...))     write <kv_dir>/spool/<tmp>, fsync, then CachePut
     client.report_bad(path, reason)   the store quarantines a file that failed to load
+    client.recent(fingerprint, max_bytes) -> (path, tokens) | None   what to preload at start
 
 Any failure is a miss or a skipped write, never an error for the request. A failed write
 (disk full, I/O error) removes its partial file, tells the store (which reports
@@ -92,6 +93,14 @@ class KVStoreClient:
         reply = self._request(CacheLookup(fingerprint, list(block_hashes)))
         if isinstance(reply, CacheHit) and reply.path and reply.tokens > 0:
             return reply.path, reply.tokens
+        return None
+
+    def recent(self, fingerprint: str, max_bytes: int) -> tuple[str, int] | None:
+        """The most recently used file of this model no bigger than ``max_bytes``."""
+        reply = self._request(Command("recent", {"fingerprint": fingerprint,
+                                                 "max_bytes": int(max_bytes)}))
+        if isinstance(reply, Reply) and reply.ok and reply.data.get("path"):
+            return str(reply.data["path"]), int(reply.data.get("tokens") or 0)
         return None
 
     def report_bad(self, path: str, reason: str) -> None:

@@ -3,7 +3,8 @@
     CacheLookup -> CacheHit (path "" on a miss)
     CachePut    -> Reply(ok, {path, removed})
     Command     stats | ls | clear {fingerprint?} | quarantine {path, reason}
-                | write_failed {error}; ping and info as every service
+                | write_failed {error} | recent {fingerprint, max_bytes} -> {path, tokens};
+                ping and info as every service
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ class KVStoreProcess:
             reply = store.quarantine(str(args.get("path") or ""), str(args.get("reason") or ""))
         elif name == "write_failed":
             reply = store.write_failed(str(args.get("error") or ""))
+        elif name == "recent":
+            try:
+                max_bytes = int(args.get("max_bytes") or 0)
+            except (TypeError, ValueError):
+                max_bytes = -1
+            if max_bytes <= 0:
+                reply = Reply(False, error="recent: max_bytes must be a positive integer")
+            else:
+                reply = store.recent(str(args.get("fingerprint") or ""), max_bytes)
         else:
             return self.service._builtin_command(call)  # ping, info, and the unknown-name reply
         call.send(reply)

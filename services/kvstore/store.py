@@ -49,7 +49,8 @@ class Store:
         self.pins_file = self.dir / "pins.json"
         self.index = Index(budget_bytes)
         self.clock = clock
-        self.counts = dict(hits=0, misses=0, puts=0, rejected=0, evicted=0, quarantined=0)
+        self.counts = dict(hits=0, misses=0, puts=0, rejected=0, evicted=0, quarantined=0,
+                           preloads=0)
         self.degraded = False
         self.last_error = ""
         self._spool_cleaned = 0.0
@@ -168,6 +169,17 @@ class Store:
         self._save_pins()
         return Reply(True, {"removed": len(victims), "bytes": freed})
 
+    def recent(self, fingerprint: str, max_bytes: int) -> Reply:
+        """The most recently used file of this model that fits ``max_bytes``: what a
+        restarted engine loads first (a restart mid-session goes on with it)."""
+        fits = [e for e in self.index.entries.values()
+                if e.fingerprint == fingerprint and e.size <= max_bytes]
+        if not fits:
+            return Reply(True, {"path": "", "tokens": 0})
+        newest = max(fits, key=lambda e: e.last_used)
+        self.counts["preloads"] += 1
+        return Reply(True, {"path": newest.path, "tokens": newest.tokens})
+
     def ls(self) -> Reply:
         rows = sorted(self.index.entries.values(), key=lambda e: -e.last_used)
         return Reply(True, {"entries": [
@@ -178,7 +190,8 @@ class Store:
     def info(self) -> dict:
         return {"entries": len(self.index), "bytes": self.index.bytes,
                 "budget": self.index.budget, "hits": self.counts["hits"],
-                "misses": self.counts["misses"], "degraded": self.degraded}
+                "misses": self.counts["misses"], "preloads": self.counts["preloads"],
+                "degraded": self.degraded}
 
     def stats(self) -> dict:
         return {**self.info(), **self.counts, "dir": str(self.dir), "last_error": self.last_error,

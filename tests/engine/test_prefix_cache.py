@@ -239,6 +239,50 @@ def test_a_prompt_that_leaves_a_file_inside_its_tail_reuses_exactly_the_shared_t
         client.close()
 
 
+def test_a_restarted_engine_preloads_the_most_recent_file_and_serves_it_as_a_disk_hit(
+        model, kvstore):
+    client = KVStoreClient(kvstore.kv_dir)
+    try:
+        first = pcache(model, store=client)
+        older = ids_of(40, 3 * BLOCK)
+        turn(model, first, older, n=2)
+        assert client.flush(10)
+        p1 = ids_of(41, 5 * BLOCK + 3)
+        out1, _, _ = turn(model, first, p1, n=4)
+        assert client.flush(10)
+        fresh = pcache(model, store=client)       # a restarted engine: empty memory
+        path, tokens = client.recent(FP, fresh.budget)
+        assert tokens == len(p1) + len(out1)      # the newest file, not the older one
+        assert fresh.preload(path) == tokens and fresh.stats()["entries"] == 1
+        assert client.recent(FP, 100) is None     # nothing that small
+        p2 = p1 + out1 + ids_of(42, 20)
+        cache, reused, source = fresh.fetch(p2)
+        assert (source, reused) == ("disk", tokens)   # from memory, read from disk at start
+        assert fresh.stats()["disk_hits"] == 1
+        assert generate(model, p2, cache, reused, 8) == cold(model, p2, 8)
+        assert fresh.fetch(p2)[2] == "memory"     # later hits on it are memory hits
+        assert kvstore.stats()["preloads"] == 1
+    finally:
+        client.close()
+
+
+def test_a_damaged_file_is_not_preloaded_and_gets_quarantined(model, kvstore):
+    client = KVStoreClient(kvstore.kv_dir)
+    try:
+        turn(model, pcache(model, store=client), ids_of(43, 2 * BLOCK), n=2)
+        assert client.flush(10)
+        path, _ = client.recent(FP, 2**30)
+        data = bytearray(Path(path).read_bytes())
+        data[-100] ^= 0xFF
+        Path(path).write_bytes(bytes(data))
+        fresh = pcache(model, store=client)
+        assert fresh.preload(path) == 0 and fresh.stats()["entries"] == 0
+        assert fresh.stats()["disk_errors"] == 1
+        assert kvstore.stats()["quarantined"] == 1 and client.recent(FP, 2**30) is None
+    finally:
+        client.close()
+
+
 def test_a_corrupt_file_on_disk_is_a_miss_and_gets_quarantined(model, kvstore):
     client = KVStoreClient(kvstore.kv_dir)
     try:

@@ -52,6 +52,22 @@ def test_put_then_lookup_finds_the_longest_stored_prefix(store):
     assert info["bytes"] == final.stat().st_size and info["degraded"] is False
 
 
+def test_recent_names_the_most_recently_used_file_that_fits(store):
+    first, _ = put(store, fake_ids(5, 64))
+    second, _ = put(store, fake_ids(6, 32))
+    size = Path(second.data["path"]).stat().st_size
+    recent = store.command("recent", fingerprint=FP, max_bytes=2**20).data
+    assert (recent["path"], recent["tokens"]) == (second.data["path"], 32)
+    lookup(store, fake_ids(5, 64))                    # used again: now the most recent
+    assert store.command("recent", fingerprint=FP, max_bytes=2**20).data["path"] == \
+        first.data["path"]
+    assert store.command("recent", fingerprint=FP, max_bytes=size).data["path"] == \
+        second.data["path"]                           # the newer one is too big for that
+    assert store.command("recent", fingerprint="g" * 32, max_bytes=2**20).data["path"] == ""
+    bad = store.command("recent", fingerprint=FP, max_bytes="lots")
+    assert not bad.ok and "max_bytes" in bad.error
+
+
 def test_bad_puts_are_refused_and_their_files_removed(store, tmp_path):
     outside = tmp_path / "x.tmp"
     outside.write_bytes(b"not in the spool")
