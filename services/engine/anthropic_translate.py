@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 
-from .openai_translate import search_results_text
+from .search_blocks import call_query
 
 LOCAL_SIGNATURE = "YW55Y2xhdWRlLWxvY2Fs"   # the front door's marker, not a real signature
 MIN_THINKING_BUDGET = 1024
@@ -107,11 +107,23 @@ def _block(block: dict) -> dict | None:
     if kind == "redacted_thinking":
         return {"type": "redacted_thinking", "data": block.get("data", "")}
     if kind == "web_search_tool_result":
-        return {"type": "text", "text": search_results_text(block)}
+        return {"type": "text", "text": _search_results_text(block)}
     if kind == "server_tool_use":
-        query = (block.get("input") or {}).get("query", "")
-        return {"type": "text", "text": f"(searched the web for: {query})"}
+        return {"type": "text", "text": f"(searched the web for: {call_query(block)})"}
     return {"type": "text", "text": json.dumps(block, ensure_ascii=False)}
+
+
+def _search_results_text(block: dict) -> str:
+    """A web_search_tool_result of the local bridge as text: titles and URLs (the snippets
+    are in encrypted_content, which is not Anthropic's)."""
+    content = block.get("content")
+    if isinstance(content, dict):
+        return f"(web search failed: {content.get('error_code', 'error')})"
+    lines = ["Web search results:"]
+    for item in content or []:
+        if isinstance(item, dict):
+            lines.append(f"- {item.get('title', '')} ({item.get('url', '')})")
+    return "\n".join(lines)
 
 
 def _media(block: dict) -> dict:

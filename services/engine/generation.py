@@ -23,9 +23,10 @@ import time
 
 from anyclaude import errors
 from anyclaude.logs import get_logger
-from anyclaude.messages import Delta, Done, Error, Progress
+from anyclaude.messages import Delta, Done, Progress
 
 from . import tool_choice
+from .envelope import run_generate
 from .forcing import ForcedText, ForceRules, encode_exact
 from .model import load_model
 from .output import OutputParser, choose_family
@@ -87,25 +88,8 @@ class EngineCore:
         return len(self._render(request).ids)
 
     def generate(self, request: dict, emit, cancelled) -> None:
-        state = {"sent": False}
-
-        def send(msg):
-            if isinstance(msg, Delta):
-                state["sent"] = True
-            emit(msg)
-
-        try:
-            send(self._generate(request, send, cancelled))
-        except _Cancelled:
-            log.info("engine.generate.cancelled", model=self.model_id)
-            send(Error("cancelled", "request cancelled", False))
-        except errors.AnyclaudeError as exc:
-            send(Error(exc.type, exc.message, exc.retryable))
-        except Exception as exc:
-            log.exception("engine.generate.failed", model=self.model_id)
-            # Safe to retry only while nothing has reached the client.
-            send(Error("engine", f"engine failure: {exc.__class__.__name__}: {exc}",
-                       not state["sent"]))
+        run_generate(emit, lambda send: self._generate(request, send, cancelled),
+                     model_id=self.model_id, cancelled=_Cancelled)
 
     # -- the request path -------------------------------------------------------------------
 

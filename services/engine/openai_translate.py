@@ -9,8 +9,10 @@
   joined by a newline, ``is_error`` prefixes "Error: "); images inside a result follow in a
   user message, since tool messages carry text only.
 - assistant ``tool_use`` -> ``tool_calls`` with the arguments as a JSON string; thinking and
-  redacted thinking are not sent back (servers re-derive or ignore it); a web search the
-  front door ran shows up as text.
+  redacted thinking are not sent back (servers re-derive or ignore it).
+- a web search the front door ran is sent back as the chat template sees it (blocks.py):
+  ``server_tool_use`` -> a tool call {query}, ``web_search_tool_result`` -> a tool message
+  whose text is ``search_blocks.result_text``, so every backend reads search results alike.
 - tools -> function tools; tool_choice auto/any/tool/none -> "auto"/"required"/
   {type: function, function: {name}}/"none"; disable_parallel_tool_use -> parallel_tool_calls false.
 - ``max_tokens`` (or ``max_completion_tokens``), temperature, top_p, ``stop`` (at most 4:
@@ -23,7 +25,9 @@ from __future__ import annotations
 
 import json
 
-from anyclaude.errors import InvalidRequest, UnsupportedContent
+from anyclaude.errors import UnsupportedContent
+
+from .blocks import function_tools, merge_strict, turns
 
 MAX_STOP = 4
 
@@ -55,17 +59,6 @@ def chat_body(request: dict, *, model_name: str, max_tokens: int, extra_params: 
     return body
 
 
-def function_tools(request: dict) -> list[dict]:
-    out = []
-    for tool in request.get("tools") or []:
-        function = {"name": tool["name"]}
-        if tool.get("description"):
-            function["description"] = tool["description"]
-        function["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}
-        out.append({"type": "function", "function": function})
-    return out
-
-
 def _tool_choice(choice: dict):
     kind = choice.get("type")
     if kind == "any":
@@ -81,64 +74,39 @@ def _tool_choice(choice: dict):
 
 def chat_messages(request: dict, *, strict_roles: bool = False) -> list[dict]:
     out: list[dict] = []
-    system = "\n\n".join(s for s in request.get("system") or [] if s)
-    if system:
-        out.append({"role": "system", "content": system})
-    for index, message in enumerate(request.get("messages") or []):
-        role = message.get("role")
-        blocks = message.get("content") or []
-        where = f"messages[{index}]"
+    for role, group in turns(request, _media):
         if role == "assistant":
-            out.append(_assistant(blocks, where))
-        elif role in ("user", "system"):
-            out.extend(_user(role, blocks, where))
+            out.extend(_assistant(t) if t["role"] == "assistant" else _tool(t) for t in group)
         else:
-            raise InvalidRequest(f"{where}.role: unknown role {role!r}")
-    if strict_roles:
-        out = _strict(out)
-    return out
+            out.extend(_user(role, group))
+    return merge_strict(out) if strict_roles else out
 
 
-def _user(role: str, blocks: list, where: str) -> list[dict]:
-    tool_messages, parts, result_images = [], [], []
-    for i, block in enumerate(blocks):
-        kind = block.get("type")
-        at = f"{where}.content[{i}]"
-        if kind == "tool_result" and role == "user":
-            text, images = _tool_result(block, at)
-            tool_messages.append({"role": "tool", "tool_call_id": block.get("tool_use_id", ""),
-                                  "content": text})
-            result_images.extend(images)
-        elif kind in ("thinking", "redacted_thinking", "server_tool_use"):
-            continue
-        else:
-            parts.append(_part(block, at))
-    out = list(tool_messages)
+def _user(role: str, group: list[dict]) -> list[dict]:
+    """Tool messages first, right after the assistant turn; then one user message with the
+    rest (images inside tool results too: tool messages carry text only)."""
+    tools = [t for t in group if t["role"] == "tool"]
+    parts = [p for t in group if t["role"] != "tool" for p in t["parts"]]
+    result_images = [m for t in tools for m in t["media"]]
+    out = [_tool(t) for t in tools]
     if result_images:
         parts = [{"type": "text", "text": "(images from the tool results above)"},
                  *result_images, *parts]
-    if parts or not tool_messages:
+    if parts or not tools:
         out.append({"role": role, "content": _content(parts)})
     return out
 
 
-def _assistant(blocks: list, where: str) -> dict:
-    texts, calls = [], []
-    for i, block in enumerate(blocks):
-        kind = block.get("type")
-        if kind == "tool_use":
-            args = block.get("input") if isinstance(block.get("input"), dict) else {}
-            calls.append({"id": block.get("id", ""), "type": "function",
-                          "function": {"name": block.get("name", ""),
-                                       "arguments": json.dumps(args, ensure_ascii=False)}})
-        elif kind in ("thinking", "redacted_thinking", "server_tool_use"):
-            continue
-        else:
-            part = _part(block, f"{where}.content[{i}]")
-            if part["type"] != "text":
-                raise UnsupportedContent(f"{where}.content[{i}]: an assistant turn cannot carry "
-                                         f"{block.get('type')} content for this model")
-            texts.append(part["text"])
+def _tool(turn: dict) -> dict:
+    return {"role": "tool", "tool_call_id": turn["tool_call_id"], "content": turn["content"]}
+
+
+def _assistant(turn: dict) -> dict:
+    calls = [{"id": c["id"], "type": "function",
+              "function": {"name": c["name"],
+                           "arguments": json.dumps(c["input"], ensure_ascii=False)}}
+             for c in turn["calls"]]
+    texts = turn["texts"]
     message: dict = {"role": "assistant", "content": "\n\n".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
@@ -151,21 +119,15 @@ def _content(parts: list[dict]):
     return parts
 
 
-def _part(block: dict, where: str) -> dict:
-    kind = block.get("type")
-    if kind == "text":
-        return {"type": "text", "text": block.get("text", "")}
-    if kind == "image":
+def _media(block: dict, where: str) -> dict:
+    if block.get("type") == "image":
         return {"type": "image_url", "image_url": {"url": _image_url(block, where)}}
-    if kind == "document":
-        return _document(block, where)
-    if kind == "web_search_tool_result":
-        return {"type": "text", "text": search_results_text(block)}
-    if kind == "tool_result":
-        raise InvalidRequest(f"{where}: tool_result blocks belong in user messages")
-    if kind == "tool_use":
-        raise InvalidRequest(f"{where}: tool_use blocks belong in assistant messages")
-    raise UnsupportedContent(f"{where}: unsupported content block type {kind!r}")
+    media_type = block.get("media_type", "")
+    if media_type == "application/pdf" and block.get("data"):
+        return {"type": "file", "file": {"filename": block.get("title") or "document.pdf",
+                                         "file_data": f"data:application/pdf;base64,{block['data']}"}}
+    raise UnsupportedContent(f"{where}: {media_type or 'this kind of'} document cannot be sent to "
+                             "this model; send its text instead")
 
 
 def _image_url(block: dict, where: str) -> str:
@@ -175,59 +137,3 @@ def _image_url(block: dict, where: str) -> str:
         return f"data:{block['media_type']};base64,{block['data']}"
     raise UnsupportedContent(f"{where}: images uploaded with the Files API (file_id) cannot be "
                              "sent to this model; send the image as base64 instead")
-
-
-def _document(block: dict, where: str) -> dict:
-    media_type = block.get("media_type", "")
-    if media_type.startswith("text/"):
-        return {"type": "text", "text": str(block.get("data", ""))}
-    if media_type == "application/pdf" and block.get("data"):
-        return {"type": "file", "file": {"filename": block.get("title") or "document.pdf",
-                                         "file_data": f"data:application/pdf;base64,{block['data']}"}}
-    raise UnsupportedContent(f"{where}: {media_type or 'this kind of'} document cannot be sent to "
-                             "this model; send its text instead")
-
-
-def _tool_result(block: dict, where: str) -> tuple[str, list[dict]]:
-    content = block.get("content") or []
-    if isinstance(content, str):
-        content = [{"type": "text", "text": content}]
-    texts, images = [], []
-    for j, part in enumerate(content):
-        converted = _part(part, f"{where}.content[{j}]")
-        (texts if converted["type"] == "text" else images).append(converted)
-    text = "\n".join(t["text"] for t in texts)
-    if block.get("is_error"):
-        text = f"Error: {text}" if text else "Error"
-    return text, images
-
-
-def search_results_text(block: dict) -> str:
-    """A web_search_tool_result the front door produced, as plain text for the model."""
-    content = block.get("content")
-    if isinstance(content, dict):
-        return f"(web search failed: {content.get('error_code', 'error')})"
-    lines = ["Web search results:"]
-    for item in content or []:
-        if isinstance(item, dict):
-            lines.append(f"- {item.get('title', '')} ({item.get('url', '')})")
-    return "\n".join(lines)
-
-
-def _strict(messages: list[dict]) -> list[dict]:
-    """Later system turns -> user; consecutive plain user (or assistant) turns merged."""
-    out: list[dict] = []
-    for i, message in enumerate(messages):
-        message = dict(message)
-        if message["role"] == "system" and i > 0:
-            message["role"] = "user"
-        prev = out[-1] if out else None
-        if (prev is not None and prev["role"] == message["role"] and message["role"] in ("user", "assistant")
-                and isinstance(prev.get("content"), str) and isinstance(message.get("content"), str)
-                and not prev.get("tool_calls")):
-            prev["content"] = "\n\n".join(t for t in (prev["content"], message["content"]) if t)
-            if message.get("tool_calls"):
-                prev["tool_calls"] = message["tool_calls"]
-        else:
-            out.append(message)
-    return out

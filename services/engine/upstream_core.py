@@ -16,10 +16,11 @@ from collections.abc import Callable
 import structlog
 
 from anyclaude import errors
-from anyclaude.messages import Delta, Error, Progress
+from anyclaude.messages import Error, Progress
 
 from . import upstream_errors as uerr
 from .affinity import Affinity, session_key
+from .envelope import run_generate
 from .upstream_http import Exchange, UpstreamUnreachable, parse_base_url
 from .upstream_trace import Trace
 
@@ -87,29 +88,18 @@ class UpstreamCore:
 
     # -- generate: the error envelope --
     def generate(self, request: dict, emit, cancelled) -> None:
-        state = {"sent": False}
-
-        def send(msg):
-            if isinstance(msg, Delta):
-                state["sent"] = True
-            emit(msg)
-
-        try:
+        def produce(send):
             done = self._generate(request, send, cancelled)
             self.record_usage(done.usage)
-            send(done)
-        except errors.Cancelled:
-            log.info("engine.generate.cancelled", model=self.model_id)
-            send(Error("cancelled", "request cancelled", False))
-        except errors.AnyclaudeError as exc:
-            log.info("engine.upstream.error", model=self.model_id, error_type=exc.type,
-                     error=exc.message)
-            # Once output went out the client must not retry behind our back.
-            send(uerr.to_wire(exc, retryable=exc.retryable and not state["sent"]))
-        except Exception as exc:
-            log.exception("engine.generate.failed", model=self.model_id)
-            send(Error("engine", f"engine failure: {exc.__class__.__name__}: {exc}",
-                       not state["sent"]))
+            return done
+
+        run_generate(emit, produce, model_id=self.model_id, to_error=self._to_error)
+
+    def _to_error(self, exc: errors.AnyclaudeError, sent: bool) -> Error:
+        log.info("engine.upstream.error", model=self.model_id, error_type=exc.type,
+                 error=exc.message)
+        # Once output went out the client must not retry behind our back.
+        return uerr.to_wire(exc, retryable=exc.retryable and not sent)
 
     def _generate(self, request: dict, send, cancelled):  # pragma: no cover - interface
         raise NotImplementedError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from anyclaude import messages
+from anyclaude.services.engine.anthropic_translate import messages_body
 from anyclaude.services.engine.backend_anthropic import AnthropicCore
 
 from .bk_fake_server import Reply, anthropic_sse, json_reply
@@ -201,3 +202,25 @@ def test_a_stream_that_ends_before_message_stop(fake, monkeypatch):
     fake.push(Reply(pieces=anthropic_sse({"type": "message_start", "message": {"usage": {}}})))
     frames = run(core_for(fake, monkeypatch), make_request())
     assert isinstance(frames[-1], messages.Error) and "message_stop" in frames[-1].message
+
+
+def test_web_search_blocks_of_the_local_bridge_go_up_as_text():
+    """Their encrypted_content is not Anthropic's, so the real API gets titles and URLs."""
+    body = messages_body(make_request(messages=[
+        {"role": "user", "content": [{"type": "text", "text": "search"}]},
+        {"role": "assistant", "content": [
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
+             "input": {"query": "q"}},
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+                {"type": "web_search_result", "url": "https://a", "title": "A",
+                 "encrypted_content": "local"}]},
+            {"type": "server_tool_use", "id": "srvtoolu_2", "name": "web_search", "input": {}},
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_2",
+             "content": {"type": "web_search_tool_result_error", "error_code": "unavailable"}},
+            {"type": "text", "text": "found"}]}]), model_name="m", max_tokens=4000, cache=False)
+    assert body["messages"][1]["content"] == [
+        {"type": "text", "text": "(searched the web for: q)"},
+        {"type": "text", "text": "Web search results:\n- A (https://a)"},
+        {"type": "text", "text": "(searched the web for: )"},
+        {"type": "text", "text": "(web search failed: unavailable)"},
+        {"type": "text", "text": "found"}]

@@ -6,10 +6,19 @@ import json
 
 import pytest
 
-from anyclaude.errors import UnsupportedContent
+from anyclaude.errors import InvalidRequest, UnsupportedContent
+from anyclaude.messages import Results
 from anyclaude.services.engine.openai_translate import chat_body, chat_messages
+from anyclaude.services.engine.search_blocks import result_text
+from anyclaude.services.engine.template import to_chat_messages
+from anyclaude.services.frontdoor import websearch as ws
 
 from .conftest import BASH, make_request
+
+RESULTS = Results(results=[
+    {"url": "https://example.com/a", "title": "Example A", "snippet": "Alpha snippet",
+     "page_age": "May 1, 2024"},
+    {"url": "https://other.org/b", "title": "Other B", "snippet": "Beta snippet", "page_age": None}])
 
 
 def body(request, **kw):
@@ -133,13 +142,49 @@ def test_system_turns_stay_unless_strict():
                       {"role": "user", "content": "a\n\nnote\n\nb"}]
 
 
-def test_web_search_results_from_the_bridge_become_text():
+def searched(query, results):
+    """The server_tool_use and web_search_tool_result blocks the front door's search made."""
+    tool = ws.WebSearchTool(type="web_search_20250305")
+    return ws.run_search(query, tool, lambda q, allowed, blocked: results).blocks[:2]
+
+
+def test_web_searches_sent_back_become_a_tool_call_and_its_result_as_the_template_sees_them():
+    use, result = searched("python docs", RESULTS)
+    failed = searched("two", Results(error_code="unavailable"))
     request = make_request(messages=[
         {"role": "user", "content": [{"type": "text", "text": "search"}]},
         {"role": "assistant", "content": [
-            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}},
-            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1",
-             "content": [{"type": "web_search_result", "url": "https://a", "title": "A"}]},
+            {"type": "text", "text": "Let me search."}, use, result, *failed,
             {"type": "text", "text": "found"}]}])
-    assistant = chat_messages(request)[2]
-    assert assistant["content"] == "Web search results:\n- A (https://a)\n\nfound"
+    messages = chat_messages(request)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant",
+                                             "tool", "assistant"]
+    assert messages[2] == {"role": "assistant", "content": "Let me search.", "tool_calls": [
+        {"id": use["id"], "type": "function",
+         "function": {"name": "web_search", "arguments": '{"query": "python docs"}'}}]}
+    assert messages[3] == {"role": "tool", "tool_call_id": use["id"],
+                           "content": ws.results_as_tool_text(RESULTS, "python docs")}
+    assert "Alpha snippet" in messages[3]["content"]     # decoded from encrypted_content
+    assert messages[4]["content"] is None and messages[4]["tool_calls"][0]["id"] == failed[0]["id"]
+    assert messages[5]["content"] == "Web search error: unavailable"
+    assert messages[6] == {"role": "assistant", "content": "found"}
+    # the MLX chat template reads the same conversation
+    assert [shape(m) for m in messages] == [shape(m) for m in to_chat_messages(request)]
+
+
+def shape(message):
+    """What must match across backends: roles, texts, calls with their arguments as dicts."""
+    calls = [(c["id"], c["function"]["name"], c["function"]["arguments"])
+             for c in message.get("tool_calls") or ()]
+    calls = [(i, name, json.loads(args) if isinstance(args, str) else args) for i, name, args in calls]
+    return message["role"], message.get("tool_call_id"), message["content"] or "", calls
+
+
+def test_misplaced_web_search_blocks():
+    use, result = searched("python docs", RESULTS)
+    with pytest.raises(InvalidRequest, match=r"messages\[0\].content\[0\]: server_tool_use blocks "
+                                             "belong in assistant messages"):
+        chat_messages(make_request(messages=[{"role": "user", "content": [use]}]))
+    messages = chat_messages(make_request(messages=[{"role": "user", "content": [
+        result, {"type": "text", "text": "see above"}]}]))
+    assert messages[1]["content"] == result_text(result) + "\n\nsee above"

@@ -6,8 +6,8 @@ import pytest
 from engine_helpers import BASH_TOOL, make_request
 
 from anyclaude.errors import InvalidRequest, UnsupportedContent
-from anyclaude.services.engine.template import (ChatRenderer, merge_for_strict_templates,
-                                                to_chat_messages)
+from anyclaude.services.engine.blocks import merge_strict
+from anyclaude.services.engine.template import ChatRenderer, to_chat_messages
 
 
 @pytest.fixture(scope="module")
@@ -160,11 +160,11 @@ def test_strict_templates_get_merged_turns():
     assert out == "[system]sys[user]one\n\nreminder\n\ntwo[assistant]"
 
 
-def test_merge_for_strict_templates_keeps_tool_turns_apart():
+def test_merge_strict_keeps_tool_turns_apart():
     messages = [{"role": "system", "content": "s"},
                 {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "x"}}]},
                 {"role": "tool", "content": "r1"}, {"role": "tool", "content": "r2"},
                 {"role": "system", "content": "later"}, {"role": "user", "content": "u"}]
-    merged = merge_for_strict_templates(messages)
+    merged = merge_strict(messages)
     assert [m["role"] for m in merged] == ["system", "assistant", "tool", "tool", "user"]
     assert merged[-1]["content"] == "later\n\nu"
