@@ -289,7 +289,8 @@ class _Messages:
         call = Call(request_id=rid, message_id=new_id("msg_"), requested_model=requested,
                     model_id=request["model"], request=request, ticket=ticket, trial=trial,
                     place=place, engine_stream=search_loop.engine_stream(
-                        self.engines, web_tool, request, self._searcher, request_id=rid))
+                        self.engines, web_tool, request, self._searcher, request_id=rid,
+                        optimizer=self.optimizer, asked=offered))
         if not parsed.stream:
             resp.media = self.relay.complete(call, _disconnected(req))
             return

@@ -23,6 +23,15 @@ the front door, around the engine calls of one client message:
    hits; and a later turn that sends the blocks back renders to the same prompt
    (template.py). Its frames continue the same client message: block indexes go on, one
    message_start, one message_delta.
+4. Each continuation goes through the optimizer like the first request (``optimizer``,
+   the front door's ``optimize(request) -> request``). It is given the request the optimizer
+   got the first time (``asked``) with the turn and results appended - never the request it
+   returned, whose plan is already applied - so the session plan applies the same way and,
+   when nothing needs cutting, the continuation is byte for byte the request the engine ran
+   plus the appended messages (the prefix cache hits). When the search results do not fit,
+   the optimizer shortens the new tool result or cuts, as for any request. A result's text
+   is capped at ``search_blocks.MAX_RESULT_CHARS`` in any case. If the optimizer moves the
+   continuation to another model (a long_context route) it runs there.
 
 Rules:
 - It goes on while the model searches and calls no client tool. A client tool call in the
@@ -38,6 +47,14 @@ Rules:
   API reports every sampling of a server-tool loop), so the input fields exceed
   count_tokens of the request once the model searched.
   ``server_tool_use.web_search_requests`` counts the searches SearXNG answered.
+- When a continuation cannot run - the optimizer says even the fitted prompt is too long,
+  or it fails, or the engine answers prompt_too_long - the message does not break: the
+  search blocks already sent stay, a short text block says why the model could not read
+  the results, and the message ends with ``end_turn``. Not ``max_tokens`` (no output limit
+  was reached), not ``pause_turn`` (a client that resends would run into the same wall) and
+  not ``model_context_window_exceeded`` (older clients do not know it): the turn is over,
+  and the client's next request is fitted like any other.
+  On the first engine call prompt_too_long stays an HTTP 400, before the response starts.
 - A failing search (SearXNG down, not configured) is an error object in the result block;
   the model continues. A client that leaves stops the loop; the open engine call is
   cancelled as usual when the relay closes this generator.
@@ -63,6 +80,10 @@ DESCRIPTION = ("Search the web. Returns the top results for the query: titles, U
                "you are not sure about; cite the URLs you use.")
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
               "cache_read_input_tokens")
+TOO_LONG = ("[anyclaude: the web search results did not fit in the model's context window "
+            "({why}), so this answer ends here. Ask for a narrower search or start a new "
+            "conversation.]")
+FAILED = "[anyclaude: the model could not go on after the web search ({why}).]"
 
 
 def offered_tool(name: str) -> dict:
@@ -87,22 +108,26 @@ def offer(request: dict) -> tuple[dict, websearch.WebSearchTool | None]:
 
 
 def engine_stream(engines, tool: websearch.WebSearchTool | None, request: dict,
-                  search: Callable[[], websearch.SearchFn], *, request_id: str):
+                  search: Callable[[], websearch.SearchFn], *, request_id: str,
+                  optimizer=None, asked: dict | None = None):
     """The stream function for relay.Call.engine_stream, or None when there is no search
-    tool (or the optimizer removed it from the request it returned)."""
+    tool (or the optimizer removed it from the request it returned). ``asked`` is the
+    request the optimizer was given (``request`` is what it returned)."""
     if tool is None:
         return None
     if not any(t.get("name") == tool.name for t in request.get("tools") or []):
         log.info("frontdoor.search_loop.not_offered", request_id=request_id, tool=tool.name)
         return None
-    return SearchLoop(engines, tool, search).stream
+    return SearchLoop(engines, tool, search, optimizer=optimizer, asked=asked).stream
 
 
 class SearchLoop:
     def __init__(self, engines, tool: websearch.WebSearchTool,
-                 search: Callable[[], websearch.SearchFn]):
+                 search: Callable[[], websearch.SearchFn], *, optimizer=None,
+                 asked: dict | None = None):
         self.engines, self.tool = engines, tool
         self.search_factory = search   # called in the thread that runs the loop
+        self.optimizer, self.asked = optimizer, asked
 
     def stream(self, model_id: str, request: dict, *, request_id: str,
                client_gone: Callable[[], bool]) -> Iterator[messages.Message]:
@@ -110,10 +135,18 @@ class SearchLoop:
         uses = answered = 0
         usage = dict.fromkeys(USAGE_KEYS, 0)
         budget = int(request["max_tokens"])
+        asked = request if self.optimizer is None or self.asked is None else self.asked
         for round_no in range(MAX_ROUNDS + 1):
             rid = request_id if round_no == 0 else f"{request_id}-s{round_no}"
             turn = _Turn(self.tool.name)
-            done = yield from self._round(model_id, request, rid, client_gone, turn)
+            try:
+                done = yield from self._round(model_id, request, rid, client_gone, turn)
+            except errors.InvalidRequest as exc:   # the engine's own count said no
+                if round_no == 0 or exc.type != "prompt_too_long":
+                    raise                           # the first call's is an HTTP 400
+                yield self._ending(TOO_LONG, exc, request_id, round_no)
+                stop, sequence = "end_turn", None
+                break
             for key in USAGE_KEYS:
                 usage[key] += int((done.usage or {}).get(key) or 0)
             stop, sequence = done.stop_reason, done.stop_sequence
@@ -151,12 +184,42 @@ class SearchLoop:
                 break
             if client_gone():
                 raise errors.Cancelled("the client went away")
-            request = continuation(request, turn.content, results, left)
+            asked = continuation(asked, turn.content, results, left)
+            request, ending = self._fit(asked, request_id, round_no + 1)
+            if request is None:
+                yield ending
+                stop, sequence = "end_turn", None
+                break
+            if request["model"] != model_id:
+                log.info("frontdoor.search_loop.rerouted", request_id=request_id,
+                         round=round_no + 1, model=request["model"])
+                model_id = request["model"]
         log.info("frontdoor.search_loop.done", request_id=request_id, rounds=round_no + 1,
                  searches=uses, answered=answered, stop_reason=stop)
         yield messages.Done(stop, sequence, {
             **usage, "server_tool_use": {"web_search_requests": answered,
                                          "web_fetch_requests": 0}})
+
+    def _fit(self, asked: dict, request_id: str, round_no: int):
+        """(the continuation to run, None), or (None, the Delta that ends the message)."""
+        if self.optimizer is None:
+            return asked, None
+        try:
+            request = self.optimizer.optimize(asked)
+        except errors.AnyclaudeError as exc:
+            text = TOO_LONG if exc.type == "prompt_too_long" else FAILED
+            return None, self._ending(text, exc, request_id, round_no)
+        except Exception as exc:   # the optimizer's fault, not the client's: end cleanly
+            log.exception("frontdoor.search_loop.optimizer_crashed", request_id=request_id)
+            return None, self._ending(FAILED, exc, request_id, round_no)
+        return request, None
+
+    @staticmethod
+    def _ending(template: str, exc: Exception, request_id: str, round_no: int):
+        why = getattr(exc, "message", None) or f"{exc.__class__.__name__}: {exc}"
+        log.info("frontdoor.search_loop.cannot_continue", request_id=request_id,
+                 round=round_no, error=why)
+        return messages.Delta([{"type": "text", "text": template.format(why=why)}])
 
     def _round(self, model_id, request, request_id, client_gone, turn):
         """One engine call: its frames, minus what ``turn`` holds back; returns its Done."""
