@@ -171,12 +171,16 @@ class Store:
 
     def recent(self, fingerprint: str, max_bytes: int) -> Reply:
         """The most recently used file of this model that fits ``max_bytes``: what a
-        restarted engine loads first (a restart mid-session goes on with it)."""
+        restarted engine loads first (a restart mid-session goes on with it). Files of the
+        main session (those holding the pinned system+tools prefix) come first, so a side
+        call that happened last does not win."""
         fits = [e for e in self.index.entries.values()
                 if e.fingerprint == fingerprint and e.size <= max_bytes]
         if not fits:
             return Reply(True, {"path": "", "tokens": 0})
-        newest = max(fits, key=lambda e: e.last_used)
+        pin = self.index.pins().get(fingerprint)
+        main = [e for e in fits if pin is not None and pin in e.depth]
+        newest = max(main or fits, key=lambda e: e.last_used)
         self.counts["preloads"] += 1
         return Reply(True, {"path": newest.path, "tokens": newest.tokens})
 

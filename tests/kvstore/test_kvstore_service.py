@@ -68,6 +68,18 @@ def test_recent_names_the_most_recently_used_file_that_fits(store):
     assert not bad.ok and "max_bytes" in bad.error
 
 
+def test_recent_prefers_the_main_session_over_a_later_side_call(store):
+    system = fake_ids(7, 32)
+    put(store, system, pinned=True)                   # the main session's system + tools
+    main, _ = put(store, system + fake_ids(8, 32))    # its conversation
+    side, _ = put(store, fake_ids(9, 32))             # a side call, the newest file
+    assert store.command("recent", fingerprint=FP, max_bytes=2**20).data["path"] == \
+        main.data["path"]
+    size = Path(main.data["path"]).stat().st_size     # too big: the newest that fits
+    assert store.command("recent", fingerprint=FP, max_bytes=size - 1).data["path"] != \
+        main.data["path"]
+
+
 def test_bad_puts_are_refused_and_their_files_removed(store, tmp_path):
     outside = tmp_path / "x.tmp"
     outside.write_bytes(b"not in the spool")
