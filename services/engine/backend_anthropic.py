@@ -21,7 +21,7 @@ import re
 import structlog
 
 from anyclaude import errors
-from anyclaude.messages import Delta, Done, Progress
+from anyclaude.messages import Delta, Done
 
 from . import upstream_errors as uerr
 from .affinity import session_key
@@ -91,25 +91,20 @@ class AnthropicCore(UpstreamCore):
                                          self.headers(), cancelled=cancelled, send=send)
         translator = EventTranslator(thinking=bool(request.get("thinking")))
         batcher = EventBatcher(lambda events: send(Delta(events=events)), interval=self.delta_interval)
-        reader = SSEReader()
+        events = self.sse_events(exchange, SSEReader(), cancelled=cancelled, send=send,
+                                 trace=trace)
         try:
-            for line in exchange.lines(cancelled, lambda _w: send(Progress(0, 0)),
-                                       self.keepalive_s):
-                if trace:
-                    trace.write("line", text=line.decode("utf-8", "replace"))
-                for name, data in reader.feed(line):
-                    if name == "comment":
-                        continue
-                    batcher.add(translator.feed(name, _json(data, self.model_id)))
-                    if translator.error is not None:
-                        batcher.flush()
-                        raise self._stream_error(translator.error)
+            for name, data in events:
+                if name == "comment":
+                    continue
+                batcher.add(translator.feed(name, _json(data, self.model_id)))
+                if translator.error is not None:
+                    batcher.flush()
+                    raise self._stream_error(translator.error)
                 if translator.finished:
                     break
-        except UpstreamUnreachable as exc:
-            raise errors.EngineFailed(f"model {self.model_id}: the stream broke: {exc}",
-                                      retryable=True) from None
         finally:
+            events.close()
             exchange.close()
             if trace:
                 trace.close(stop_reason=translator.stop_reason, usage=translator.usage)

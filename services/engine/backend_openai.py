@@ -36,7 +36,7 @@ from .openai_stream import StreamTranslator, completion_as_chunk
 from .openai_translate import chat_body, chat_messages
 from .streamtext import EventBatcher
 from .upstream_core import UpstreamCore
-from .upstream_http import MAX_BODY, SSEReader, UpstreamUnreachable
+from .upstream_http import MAX_BODY, SSEReader
 
 log = structlog.get_logger()
 
@@ -152,33 +152,25 @@ class OpenAICore(UpstreamCore):
 
     def _stream(self, exchange, translator, batcher, send, cancelled, trace) -> None:
         reader = SSEReader()
-        finished = False
+        events = self.sse_events(exchange, reader, cancelled=cancelled, send=send, trace=trace)
         try:
-            for line in exchange.lines(cancelled, lambda _w: send(Progress(0, 0)),
-                                       self.keepalive_s):
-                if trace:
-                    trace.write("line", text=line.decode("utf-8", "replace"))
-                for event, data in reader.feed(line):
-                    if event == "comment":
-                        match = _KEEPALIVE.search(data)
-                        if match:
-                            send(Progress(int(match.group(1)), int(match.group(2))))
-                        continue
-                    if data.strip() == "[DONE]":
-                        finished = True
-                        break
-                    chunk = _json(data.encode(), self.model_id)
-                    if isinstance(chunk.get("error"), (dict, str)):
-                        raise self._stream_error(chunk)
-                    batcher.add(translator.feed(chunk))
-                    if translator.stopped:     # our own stop-sequence match: stop the server
-                        exchange.close()
-                        return
-                if finished:
+            for event, data in events:
+                if event == "comment":
+                    match = _KEEPALIVE.search(data)
+                    if match:
+                        send(Progress(int(match.group(1)), int(match.group(2))))
+                    continue
+                if data.strip() == "[DONE]":
                     return
-        except UpstreamUnreachable as exc:
-            raise errors.EngineFailed(f"model {self.model_id}: the stream broke: {exc}",
-                                      retryable=True) from None
+                chunk = _json(data.encode(), self.model_id)
+                if isinstance(chunk.get("error"), (dict, str)):
+                    raise self._stream_error(chunk)
+                batcher.add(translator.feed(chunk))
+                if translator.stopped:     # our own stop-sequence match: stop the server
+                    exchange.close()
+                    return
+        finally:
+            events.close()
         for _event, data in reader.finish():
             if data.strip() != "[DONE]":
                 batcher.add(translator.feed(_json(data.encode(), self.model_id)))

@@ -11,7 +11,7 @@ A backend core has the two methods the engine service runs (like the MLX EngineC
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import structlog
 
@@ -113,6 +113,20 @@ class UpstreamCore:
                                 key_env=self.key_env)
 
     # -- one upstream request with failover --
+    def sse_events(self, exchange: Exchange, reader, *, cancelled, send,
+                   trace: Trace | None) -> Iterator[tuple[str, str]]:
+        """(event, data) pairs of an upstream's SSE reply, each line traced; Progress while
+        it is silent. A connection that breaks is a retryable EngineFailed."""
+        try:
+            for line in exchange.lines(cancelled, lambda _w: send(Progress(0, 0)),
+                                       self.keepalive_s):
+                if trace:
+                    trace.write("line", text=line.decode("utf-8", "replace"))
+                yield from reader.feed(line)
+        except UpstreamUnreachable as exc:
+            raise errors.EngineFailed(f"model {self.model_id}: the stream broke: {exc}",
+                                      retryable=True) from None
+
     def post(self, request: dict, path: str, body: bytes, headers: dict, *, cancelled, send,
              retry_400: Retry400 | None = None) -> tuple[Exchange, str, Trace | None]:
         """An exchange whose status is 200, from the first upstream (in affinity order) that
