@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import zmq
+from run_dir_env import use_run_dir
 
 from anyclaude import bus, messages
 
@@ -382,7 +383,7 @@ dir = "{self.home / 'logs'}"
 
     # -- the bus, as the CLI uses it --
     def ask(self, service: str, msg: messages.Message, timeout: float = 5.0):
-        with _run_dir(self.run_dir):
+        with use_run_dir(self.run_dir):
             client = bus.Client(service, ctx=zmq.Context.instance())
         try:
             return client.request(msg, timeout=timeout)
@@ -490,19 +491,6 @@ dir = "{self.home / 'logs'}"
         if not self.guard_log.exists():
             return []
         return [json.loads(line) for line in self.guard_log.read_text().splitlines() if line]
-
-
-@contextlib.contextmanager
-def _run_dir(path: str):
-    old = os.environ.get("ANYCLAUDE_RUN_DIR")
-    os.environ["ANYCLAUDE_RUN_DIR"] = path
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("ANYCLAUDE_RUN_DIR", None)
-        else:
-            os.environ["ANYCLAUDE_RUN_DIR"] = old
 
 
 def _mount_tmpfs(path: Path, size_mb: int) -> bool:

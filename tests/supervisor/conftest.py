@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from run_dir_env import use_run_dir
 
 PLACEHOLDERS = Path(__file__).with_name("placeholders.py")
 _SCRIPT = Path(sys.executable).with_name("anyclaude")
@@ -134,18 +135,9 @@ class System:
         except (OSError, ValueError):
             return None
 
-    @contextlib.contextmanager
     def bus_env(self):
         """Point this test process's bus at the system's run dir for a while."""
-        old = os.environ.get("ANYCLAUDE_RUN_DIR")
-        os.environ["ANYCLAUDE_RUN_DIR"] = str(self.run_dir)
-        try:
-            yield
-        finally:
-            if old is None:
-                os.environ.pop("ANYCLAUDE_RUN_DIR", None)
-            else:
-                os.environ["ANYCLAUDE_RUN_DIR"] = old
+        return use_run_dir(self.run_dir)
 
     def kill_everything(self) -> None:
         """Last resort after a test: no process of ours outlives it."""
