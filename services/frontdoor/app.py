@@ -254,7 +254,7 @@ class _Messages:
             return self._prepare(request, rid)
         except errors.Overloaded:
             self.relay.watch.suspect(local)
-            self.relay.watch.check(local)
+            self.relay.watch.check(local, fresh=True)
             raise
 
     def on_post(self, req, resp):

@@ -84,12 +84,14 @@ class EngineWatch:
         name = f"engine-{model_id}"
         return next((s for s in status.get("services", []) if s.get("name") == name), None)
 
-    def check(self, model_id: str) -> None:
-        """Raise at once when the supervisor says a suspected engine cannot serve now."""
+    def check(self, model_id: str, *, fresh: bool = False) -> None:
+        """Raise at once when the supervisor says a suspected engine cannot serve now.
+        ``fresh``: ask now, not from the cache (a call just failed: the cached word may
+        predate it)."""
         with self._lock:
             if model_id not in self._suspects:
                 return
-        svc = self.service(model_id)
+        svc = self.service(model_id, fresh=fresh)
         if svc is None or svc.get("state") == "ready":
             self.clear(model_id)
             return

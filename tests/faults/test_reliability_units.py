@@ -173,6 +173,19 @@ def test_check_asks_only_about_suspects_and_names_the_state():
     asked = len(calls)
     watch.check("m")
     assert len(calls) == asked and watch.suspects() == []
+
+
+def test_check_fresh_does_not_trust_a_status_cached_before_the_failure():
+    answers = [status_with()]
+    clock = Clock()
+    watch = EngineWatch(["m"], restart_wait=5, status=lambda: answers[-1], clock=clock)
+    watch.check("m")                                   # ready, and cached for a moment
+    answers.append(status_with(state="stopping", pid=None))
+    watch.suspect("m")                                 # a call failed within that moment
+    watch.check("m")                                   # the cache still says ready
+    watch.suspect("m")
+    with pytest.raises(errors.Overloaded, match="engine-m is stopping"):
+        watch.check("m", fresh=True)
     no_supervisor = EngineWatch(["m"], restart_wait=5, status=lambda: None)
     no_supervisor.check("m")
     assert no_supervisor.suspects() == []
