@@ -16,9 +16,9 @@ import time
 
 import click
 
-from anyclaude import bus, errors, logtail, messages, statusview
-from anyclaude.services.supervisor import launch, pidfile
-from anyclaude.services.supervisor.supervisor import FRONTDOOR, preflight
+from anyclaude import bus, errors, logtail, messages, pidfile, statusview
+from anyclaude.preflight import FRONTDOOR, preflight
+from anyclaude.process_table import Plan, plan
 
 EXIT_NOT_RUNNING = 3
 
@@ -88,14 +88,14 @@ def command(name: str, args: dict | None = None, timeout: float = 5.0) -> dict:
     return reply.data
 
 
-def url(p: launch.Plan) -> str | None:
+def url(p: Plan) -> str | None:
     if not any(s.kind == FRONTDOOR for s in p.services):
         return None
     host = p.settings.server.host
     return f"http://{'[' + host + ']' if ':' in host else host}:{p.settings.server.port}"
 
 
-def ready_lines(p: launch.Plan) -> list[str]:
+def ready_lines(p: Plan) -> list[str]:
     address = url(p)
     if address is None:
         return [f"anyclaude is ready ({len(p.services)} services)."]
@@ -116,7 +116,7 @@ def already_running(pid: int) -> Failed:
                    "(default: the longest ready timeout plus 30).")
 def up(detach: bool, timeout: float | None) -> None:
     """Start anyclaude (foreground: Ctrl-C stops it)."""
-    p = launch.plan()
+    p = plan()
     pid = running()
     if pid is not None:
         raise already_running(pid)
@@ -127,41 +127,80 @@ def up(detach: bool, timeout: float | None) -> None:
         _up_foreground(p)
 
 
-def _up_foreground(p: launch.Plan) -> None:
+def _up_foreground(p: Plan) -> None:
+    """Start the supervisor as a child process and show its status until it stops. Ctrl-C
+    (which the terminal also delivers to the supervisor) stops everything."""
     out = sys.stdout
-    level = p.settings.logging.level if p.settings.logging.level in ("debug", "info") else "error"
-    if out.isatty():
-        header = f"anyclaude — {url(p) or 'no front door'} — Ctrl-C stops"
-        view = statusview.LiveView(out, header)
+    tty = out.isatty()
+    if tty:
+        view = statusview.LiveView(out, f"anyclaude — {url(p) or 'no front door'} — Ctrl-C stops")
     else:
         view = statusview.LineView(out)
-    announced = False
+    err_path = _supervisor_stderr(p)
+    with open(err_path, "ab") as err:
+        # with a live view the terminal is the view's; otherwise log lines go to it as usual
+        proc = subprocess.Popen([sys.executable, "-m", "anyclaude.services.supervisor",
+                                 *(["--quiet"] if tty else [])], stdin=subprocess.DEVNULL,
+                                stdout=err if tty else None, stderr=err if tty else None)
     last: dict = {}
-
-    def on_tick(status: dict) -> None:
-        nonlocal announced, last
-        last = status
-        view.update(status)
-        if not announced and all(s["state"] == "ready" for s in status["services"]):
-            announced = True
-            if isinstance(view, statusview.LineView):
-                for line in ready_lines(p):
-                    click.echo(line)
-            else:
-                view.header += "  (all ready)"
     try:
-        launch.serve(p, console_level=level, console=not out.isatty(), on_tick=on_tick)
-    except pidfile.AlreadyRunning as exc:
-        raise already_running(exc.pid) from None
+        last = _follow(proc, view, p, last)
+    except KeyboardInterrupt:
+        _ask_stop(proc)
+        try:
+            last = _follow(proc, view, p, last)
+        except KeyboardInterrupt:
+            proc.kill()
+            proc.wait()
+    _check_exit(proc.returncode, err_path)
     if last and isinstance(view, statusview.LiveView):
         view.update(last, force=True)  # the final states, past the redraw throttle
     click.echo("anyclaude stopped.")
 
 
-def _up_detached(p: launch.Plan, timeout: float | None) -> None:
+def _follow(proc: subprocess.Popen, view, p: Plan, last: dict) -> dict:
+    """Show status changes until the supervisor exits; the last status seen."""
+    announced = bool(last) and all(s["state"] == "ready" for s in last["services"])
+    while proc.poll() is None:
+        status = _try_status()
+        if status is not None:
+            last = status
+            view.update(status)
+            if not announced and all(s["state"] == "ready" for s in status["services"]):
+                announced = True
+                if isinstance(view, statusview.LineView):
+                    for line in ready_lines(p):
+                        click.echo(line)
+                else:
+                    view.header += "  (all ready)"
+        time.sleep(0.1)
+    return last
+
+
+def _ask_stop(proc: subprocess.Popen) -> None:
+    try:
+        command("stop", timeout=2.0)
+    except Failed:
+        proc.send_signal(signal.SIGTERM)   # the control socket is not up (yet): same effect
+
+
+def _check_exit(code: int, err_path) -> None:
+    if code == pidfile.EXIT_RUNNING:
+        raise already_running(pidfile.read_pid(bus.run_dir()))
+    if code not in (0, -signal.SIGINT, -signal.SIGTERM):
+        tail = [line for line in logtail.tail_lines(err_path, 5)[0] if line.strip()]
+        raise Failed(f"the supervisor exited (code {code}): {tail[-1] if tail else 'no output'}; "
+                     f"see {err_path}")
+
+
+def _supervisor_stderr(p: Plan):
     log_dir = p.settings.log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
-    err_path = log_dir / "supervisor.stderr"
+    return log_dir / "supervisor.stderr"
+
+
+def _up_detached(p: Plan, timeout: float | None) -> None:
+    err_path = _supervisor_stderr(p)
     with open(err_path, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "anyclaude.services.supervisor"],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
@@ -174,7 +213,7 @@ def _up_detached(p: launch.Plan, timeout: float | None) -> None:
     while time.monotonic() < deadline:
         code = proc.poll()
         if code is not None:
-            if code == launch.EXIT_RUNNING:
+            if code == pidfile.EXIT_RUNNING:
                 raise already_running(pidfile.read_pid(bus.run_dir()))
             tail = [line for line in logtail.tail_lines(err_path, 5)[0] if line.strip()]
             raise Failed(f"the supervisor exited (code {code}): {tail[-1] if tail else 'no output'}; "
@@ -289,7 +328,7 @@ def restart(name: str, timeout: float | None) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
 def logs(name: str | None, lines: int, follow: bool) -> None:
     """Show the logs: all services' JSON logs merged by time, or NAME's log and output."""
-    p = launch.plan()
+    p = plan()
     log_dir = p.settings.log_dir
     known = logtail.services(log_dir) if log_dir.is_dir() else []
     if name is not None and name not in known:

@@ -103,6 +103,11 @@ class ConfigError(AnyclaudeError):
     type = "config"
 
 
+class ModelLoadError(ConfigError):
+    """The configured model cannot be found, fetched, converted or loaded."""
+    type = "config"
+
+
 _BY_TYPE = {cls.type: cls for cls in (
     AnyclaudeError, InvalidRequest, PromptTooLong, UnsupportedContent, AuthenticationFailed,
     NotFound, RequestTooLarge, Overloaded, RateLimited, PermissionDenied, Timeout,

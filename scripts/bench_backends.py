@@ -64,7 +64,7 @@ def user(text: str) -> dict:
 
 def direct(port: int, model_dir: str, internal: dict) -> tuple[float, str, dict]:
     """(seconds to the first text chunk, the text, usage) straight from mlx_lm.server."""
-    from anyclaude.services.engine.openai_translate import chat_body
+    from anyclaude.services.engine.backends.openai_translate import chat_body
     body = json.dumps(chat_body(internal, model_name=model_dir, max_tokens=internal["max_tokens"]))
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     start = time.perf_counter()

@@ -43,7 +43,7 @@ def load(args):
     from anyclaude import logs
     logs.configure("bench", console_level="warning")
     from mlx_lm import load as mlx_load
-    from anyclaude.services.engine.model import fingerprint
+    from anyclaude.services.engine.mlx.model import fingerprint
     from anyclaude.tinymodel import ensure_tiny_model
     path = Path(args.model_dir) if args.model_dir else ensure_tiny_model(preset=args.preset)
     model, _ = mlx_load(str(path))
@@ -63,8 +63,8 @@ def prompt(args) -> tuple[list[int], list[int]]:
 def child_disk(args) -> None:
     """The fresh process: an empty memory cache, the kvstore behind it."""
     import mlx.core as mx
-    from anyclaude.services.engine.prefix_cache import PrefixCache
-    from anyclaude.services.kvstore.client import KVStoreClient
+    from anyclaude.services.engine.prefix.prefix_cache import PrefixCache
+    from anyclaude.kvstore_client import KVStoreClient
     model, fp = load(args)
     _, ext = prompt(args)
     client = KVStoreClient(args.kv_dir, timeout=5.0)
@@ -100,14 +100,14 @@ def main() -> None:
     if args.child_disk:
         return child_disk(args)
 
-    from anyclaude.services.engine.blas import active_blas, engine_env
+    from anyclaude.blas import active_blas, engine_env
     if os.environ.get("ANYCLAUDE_BENCH_ENV") != "1":
         env = {**engine_env(), "ANYCLAUDE_BENCH_ENV": "1"}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
     import mlx.core as mx
-    from anyclaude.services.engine.prefix_cache import PrefixCache
-    from anyclaude.services.kvstore.client import KVStoreClient
+    from anyclaude.services.engine.prefix.prefix_cache import PrefixCache
+    from anyclaude.kvstore_client import KVStoreClient
     from mlx_lm.models.cache import make_prompt_cache
     from kvstore_proc import KVStoreProc
 

@@ -32,7 +32,7 @@ def worker(args) -> None:
     from mlx_lm.generate import generate_step
     from mlx_lm.models.cache import make_prompt_cache
 
-    from anyclaude.services.engine.blas import active_blas
+    from anyclaude.blas import active_blas
 
     model, tokenizer = load(args.model)
     rng = __import__("random").Random(0)
@@ -67,7 +67,7 @@ def worker(args) -> None:
 
 
 def run_config(model_dir: Path, blas: str, prompt: int, gen: int, step: int) -> dict:
-    from anyclaude.services.engine.blas import engine_env
+    from anyclaude.blas import engine_env
 
     base = dict(os.environ)
     base["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), base.get("PYTHONPATH")) if p)
@@ -101,7 +101,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
-    from anyclaude.services.engine.blas import find_openblas
+    from anyclaude.blas import find_openblas
     from anyclaude.tinymodel import ensure_tiny_model
 
     openblas = find_openblas()

@@ -50,7 +50,7 @@ class MlxServer:
     """`python -m mlx_lm.server` on the same model, with the engine's BLAS environment."""
 
     def __init__(self, model_dir: Path, args, log_dir: Path):
-        from anyclaude.services.engine.blas import engine_env
+        from anyclaude.blas import engine_env
         self.model_dir, self.args, self.log_dir = model_dir, args, log_dir
         self.env = engine_env()
         self.port = B.free_port()
@@ -90,7 +90,7 @@ class MlxServer:
         self.proc = None
 
     def blas(self) -> str:
-        from anyclaude.services.engine.blas import active_blas
+        from anyclaude.blas import active_blas
         return active_blas(f"/proc/{self.proc.pid}/maps")
 
 
@@ -131,7 +131,7 @@ def stream_openai(url: str, body: dict, timeout: float = 1800) -> B.Streamed:
 def to_openai(body: dict) -> dict:
     """The same request for an OpenAI-compatible server, rendered the way the anyclaude
     engine renders it (its own mapping code), so both sides prefill the same tokens."""
-    from anyclaude.services.engine.template import chat_tools, to_chat_messages
+    from anyclaude.prompt.template import chat_tools, to_chat_messages
     internal = {**body, "system": [b["text"] if isinstance(b, dict) else b
                                    for b in body.get("system") or []],
                 "messages": [{**m, "content": _blocks(m["content"])} for m in body["messages"]]}

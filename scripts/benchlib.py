@@ -506,7 +506,7 @@ def local_counter(model_dir):
     from mlx_lm.tokenizer_utils import load
     from transformers.utils import logging as hf_logging
 
-    from anyclaude.services.engine.template import ChatRenderer
+    from anyclaude.prompt.template import ChatRenderer
     hf_logging.set_verbosity_error()      # conversations longer than the model's window
     renderer = ChatRenderer(load(Path(model_dir)))
 

@@ -11,7 +11,7 @@ from anyclaude.services.engine.service import EngineService
 
 def _with_fast_blas() -> None:
     """LD_PRELOAD works only at process start: re-exec once with OpenBLAS in front."""
-    from anyclaude.services.engine import blas
+    from anyclaude import blas
     env = blas.engine_env()
     if env.get("LD_PRELOAD") != os.environ.get("LD_PRELOAD") and "ANYCLAUDE_BLAS_EXEC" not in os.environ:
         env["ANYCLAUDE_BLAS_EXEC"] = "1"

@@ -22,6 +22,7 @@ import structlog
 
 from anyclaude import bus, errors, messages
 from anyclaude.config import Settings
+from anyclaude.services.engine.core import Core
 
 log = structlog.get_logger()
 
@@ -46,7 +47,7 @@ class EngineService:
         self.model_id = model_id
         self.model_config = settings.model(model_id)
         self.name = f"engine-{model_id}"
-        self.core = None
+        self.core: Core | None = None
         self.jobs: dict[bytes, Job] = {}          # queued or running, for dedup and cancel
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=settings.engine.queue_size)
         self.concurrency = _concurrency(self.model_config)
@@ -120,17 +121,12 @@ class EngineService:
             log.error("engine.load_failed", model=self.model_id, error=exc.message)
             self.service.stop()
             return
-        kv = getattr(self.core, "kv", None)
-        if kv is not None:    # after a failed disk write (disk full): memory-only this long
-            kv.retry_after = getattr(self.settings.cache, "write_retry_s", kv.retry_after)
-        if getattr(self.core, "slow_count", False):
+        if self.core.slow_count:
             self.count_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="count")
         for i in range(1, self.concurrency):
             threading.Thread(target=self._work, name=f"generation-{i}", daemon=True).start()
         self.service.mark_ready()
-        warm_start = getattr(self.core, "warm_start", None)
-        if warm_start is not None:   # requests wait in the queue meanwhile (Accepted is sent)
-            warm_start()
+        self.core.warm_start()   # requests wait in the queue meanwhile (Accepted is sent)
         self._work()
 
     def _work(self) -> None:
@@ -183,15 +179,15 @@ class EngineService:
         kind = self.model_config.kind
         if kind in ("openai", "anthropic"):
             if kind == "openai":
-                from anyclaude.services.engine.backend_openai import OpenAICore as Core
+                from anyclaude.services.engine.backends.backend_openai import OpenAICore as Core
             else:
-                from anyclaude.services.engine.backend_anthropic import AnthropicCore as Core
+                from anyclaude.services.engine.backends.backend_anthropic import AnthropicCore as Core
             log.info("engine.loading", model=self.model_id, kind=kind)
             core = Core(self.model_id, self.model_config)
             log.info("engine.loaded", model=self.model_id, kind=kind, concurrency=self.concurrency)
             return core
-        from anyclaude.services.engine import blas
-        from anyclaude.services.engine.generation import EngineCore
+        from anyclaude import blas
+        from anyclaude.services.engine.mlx.generation import EngineCore
         path = self.model_config.path
         if not path:
             path = str(self._demo_model())
@@ -204,7 +200,8 @@ class EngineService:
                           tool_parser=self.model_config.tool_parser, force_file=force_file,
                           memory_budget_mb=self.settings.cache.memory_budget_mb,
                           block_tokens=self.settings.cache.block_tokens,
-                          kv_dir=str(self.settings.kv_dir))
+                          kv_dir=str(self.settings.kv_dir),
+                          write_retry_s=self.settings.cache.write_retry_s)
         log.info("engine.loaded", model=self.model_id)
         return core
 
@@ -217,7 +214,7 @@ class EngineService:
         return ensure_tiny_model(out)
 
     def info(self) -> dict:
-        from anyclaude.services.engine import blas
+        from anyclaude import blas
         cache = self.core.cache_stats() if self.core is not None else {}
         looked = cache.get("hits", 0) + cache.get("misses", 0)
         return {"model": self.model_id, "blas": blas.active_blas(),

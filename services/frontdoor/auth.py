@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Callable
 
 from anyclaude.config import Settings
-from anyclaude.errors import AuthenticationFailed, ConfigError
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_exposure(settings: Settings) -> None:
-    """Refuse to serve beyond this machine without a key: the API runs code on it."""
-    host = settings.server.host
-    if not is_loopback(host) and not settings.server.api_key:
-        raise ConfigError(
-            f"server.host = {host!r} is reachable from other machines, but server.api_key is "
-            "empty; set server.api_key (or ANYCLAUDE_SERVER_API_KEY) or listen on 127.0.0.1")
+from anyclaude.errors import AuthenticationFailed
+from anyclaude.preflight import check_exposure, is_loopback  # noqa: F401  (used by app and __main__)
 
 
 def presented_key(get_header: Callable[[str], str | None]) -> str:

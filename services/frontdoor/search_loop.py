@@ -68,7 +68,7 @@ from collections.abc import Callable, Iterator
 import structlog
 
 from anyclaude import errors, messages
-from anyclaude.services.engine.search_blocks import result_text
+from anyclaude.websearch_text import result_text
 
 from . import websearch
 

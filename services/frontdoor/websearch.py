@@ -40,7 +40,8 @@ import structlog
 
 from anyclaude import errors
 from anyclaude.messages import Results, Search
-from anyclaude.services.websearch.shaping import MAX_QUERY_CHARS
+from anyclaude.websearch_text import (MAX_QUERY_CHARS, decode_encrypted_content,
+                                      encrypted_content, results_as_tool_text, valid_results)
 
 log = structlog.get_logger()
 
@@ -174,21 +175,6 @@ def _call(search: SearchFn, query: str, tool: WebSearchTool) -> Results:
 
 # --- the reply as Anthropic content blocks ----------------------------------------------
 
-def encrypted_content(result: dict) -> str:
-    payload = {k: result.get(k) for k in ("url", "title", "snippet", "page_age")}
-    raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
-    return base64.b64encode(raw).decode("ascii")
-
-
-def decode_encrypted_content(value) -> dict | None:
-    """Our own encrypted_content back into {url, title, snippet, page_age}; None if foreign."""
-    try:
-        data = json.loads(base64.b64decode(value, validate=True))
-    except (ValueError, TypeError):
-        return None
-    return data if isinstance(data, dict) and "url" in data else None
-
-
 def result_block(tool_use_id: str, results: Results) -> dict:
     if results.error_code is not None:
         content = {"type": "web_search_tool_result_error", "error_code": results.error_code}
@@ -197,12 +183,8 @@ def result_block(tool_use_id: str, results: Results) -> dict:
                     "title": str(r.get("title") or r["url"]),
                     "encrypted_content": encrypted_content(r),
                     "page_age": r.get("page_age") if isinstance(r.get("page_age"), str) else None}
-                   for r in _valid(results.results)]
+                   for r in valid_results(results.results)]
     return {"type": "web_search_tool_result", "tool_use_id": tool_use_id, "content": content}
-
-
-def _valid(items) -> list:
-    return [r for r in items if isinstance(r, dict) and isinstance(r.get("url"), str)]
 
 
 def reply_blocks(query: str, tool_use_id: str, results: Results) -> list:
@@ -212,27 +194,6 @@ def reply_blocks(query: str, tool_use_id: str, results: Results) -> list:
         result_block(tool_use_id, results),
         {"type": "text", "text": results_as_tool_text(results, query)},
     ]
-
-
-def results_as_tool_text(results: Results, query: str | None = None) -> str:
-    """What a model should read: numbered titles, URLs, dates and snippets, or the error."""
-    if results.error_code is not None:
-        detail = f" ({results.message})" if results.message else ""
-        return f"Web search error: {results.error_code}{detail}"
-    items = _valid(results.results)
-    about = f' for "{query}"' if query else ""
-    if not items:
-        return f"No web results found{about}."
-    lines = [f"Web search results{about}:", ""]
-    for n, r in enumerate(items, 1):
-        lines.append(f"{n}. {r.get('title') or r['url']}")
-        lines.append(f"   URL: {r['url']}")
-        if r.get("page_age"):
-            lines.append(f"   Published: {r['page_age']}")
-        if r.get("snippet"):
-            lines.append(f"   {r['snippet']}")
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
 
 
 # --- rendering: non-streaming body and SSE ----------------------------------------------

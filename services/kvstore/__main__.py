@@ -2,7 +2,7 @@
 
 from anyclaude import service_main
 
-from .service import start
+from anyclaude.services.kvstore.service import start
 
 if __name__ == "__main__":
     service_main.run("kvstore", start)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from anyclaude import bus, config, errors
 from anyclaude.messages import CacheLookup, CachePut, Command, Reply
 
-from .store import Store
+from anyclaude.services.kvstore.store import Store
 
 
 class KVStoreProcess:

@@ -23,8 +23,8 @@ import structlog
 
 from anyclaude.messages import CacheHit, CacheLookup, CachePut, Reply
 
-from .files import SUFFIX, CacheFileError, read_header
-from .index import Entry, Index
+from anyclaude.kvfiles import SUFFIX, CacheFileError, read_header
+from anyclaude.services.kvstore.index import Entry, Index
 
 log = structlog.get_logger()
 

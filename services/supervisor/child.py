@@ -22,7 +22,7 @@ from pathlib import Path
 import structlog
 
 from anyclaude.config import RestartPolicy
-from anyclaude.services.supervisor.table import Planned
+from anyclaude.process_table import Planned
 
 log = structlog.get_logger()
 

@@ -1,46 +1,28 @@
-"""Everything between "start the supervisor" and its loop, shared by ``python -m
-anyclaude.services.supervisor`` (what ``anyclaude up --detach`` spawns) and the foreground
-``anyclaude up``."""
+"""Everything between "start the supervisor" and its loop: ``python -m
+anyclaude.services.supervisor`` (what ``anyclaude up`` spawns, in the foreground or
+detached). The CLI only talks to it over the control socket."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from anyclaude import bus, config, logs
-from anyclaude.config import ProcessTable, Settings
+from anyclaude import bus, config, logs, pidfile
 from anyclaude.errors import ConfigError
-from anyclaude.services.supervisor import pidfile
-from anyclaude.services.supervisor.supervisor import Supervisor, preflight
-from anyclaude.services.supervisor.table import Planned, expand
+from anyclaude.preflight import preflight
+from anyclaude.process_table import Plan, plan
+from anyclaude.services.supervisor.supervisor import Supervisor
 
 EXIT_CONFIG = 2
-EXIT_RUNNING = 3
+EXIT_RUNNING = pidfile.EXIT_RUNNING
 
 
-@dataclass(frozen=True)
-class Plan:
-    settings: Settings
-    table: ProcessTable
-    services: list[Planned]
-
-
-def plan() -> Plan:
-    """Settings and the expanded process table. Raises ConfigError."""
-    settings = config.load_settings()
-    table = config.load_process_table()
-    return Plan(settings, table, expand(table, settings))
-
-
-def serve(p: Plan, *, console_level: str | None = None, console: bool = True,
-          on_tick: Callable[[dict], None] | None = None) -> None:
+def serve(p: Plan, *, console: bool = True) -> None:
     """Run the supervisor in this process until it is stopped. ``console=False`` keeps log
-    lines off the terminal (the live view owns it; the log file still gets them).
+    lines off the terminal (a live view owns it; the log file still gets them).
     Raises ConfigError or pidfile.AlreadyRunning before anything starts."""
     logs.configure("supervisor", log_dir=p.settings.log_dir,
-                   console_level=console_level or p.settings.logging.level)
+                   console_level=p.settings.logging.level)
     if not console:
         root = logging.getLogger()
         for handler in list(root.handlers):
@@ -51,14 +33,15 @@ def serve(p: Plan, *, console_level: str | None = None, console: bool = True,
     try:
         preflight(p.services, p.settings)
         Supervisor(p.services, p.table.restart, log_dir=p.settings.log_dir,
-                   config=config.config_path(), on_tick=on_tick).run()
+                   config=config.config_path()).run()
     finally:
         pidfile.release(run_dir, fd)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        serve(plan())
+        serve(plan(), console="--quiet" not in argv)
     except ConfigError as exc:
         print(f"anyclaude: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,16 +17,15 @@ import structlog
 import zmq
 
 from anyclaude import bus, messages
-from anyclaude.config import RestartPolicy, Settings
-from anyclaude.errors import ConfigError
-from anyclaude.services.supervisor import control, pidfile
+from anyclaude.config import RestartPolicy
+from anyclaude.services.supervisor import control
+from anyclaude import pidfile
 from anyclaude.services.supervisor.child import Child
-from anyclaude.services.supervisor.table import Planned, dependents
+from anyclaude.process_table import Planned, dependents
 
 log = structlog.get_logger()
 
 TICK_S = 0.05
-FRONTDOOR = "frontdoor"
 
 
 def child_env(plan: Planned, base: dict, run_dir: Path, config: Path | None) -> dict:
@@ -39,28 +37,11 @@ def child_env(plan: Planned, base: dict, run_dir: Path, config: Path | None) -> 
         env["ANYCLAUDE_CONFIG"] = str(config.resolve())
     if plan.kind == "engine":
         try:
-            from anyclaude.services.engine import blas
+            from anyclaude import blas
         except ImportError:
             return env
         env = blas.engine_env(env)
     return env
-
-
-def preflight(plans: list[Planned], settings: Settings) -> None:
-    """Problems worth a clear line before anything starts (exposed without a key, a port
-    already taken)."""
-    if not any(p.kind == FRONTDOOR for p in plans):
-        return
-    from anyclaude.services.frontdoor.auth import check_exposure
-    check_exposure(settings)   # the front door would refuse to start anyway: say it now
-    host, port = settings.server.host, settings.server.port
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            raise ConfigError(f"port {port} is in use; stop whatever listens there or choose "
-                              "another with ANYCLAUDE_SERVER_PORT or [server] port") from None
 
 
 class Supervisor:

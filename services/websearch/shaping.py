@@ -13,7 +13,8 @@ import re
 from datetime import datetime
 from urllib.parse import urlsplit
 
-MAX_QUERY_CHARS = 500     # longer queries answer query_too_long (engines cut them anyway)
+from anyclaude.websearch_text import MAX_QUERY_CHARS  # noqa: F401  (the limit the front door enforces)
+
 SNIPPET_CHARS = 500
 TITLE_CHARS = 200
 URL_CHARS = 2048

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 from anyclaude import messages
-from anyclaude.services.engine.affinity import Affinity, rendezvous, session_key
-from anyclaude.services.engine.backend_openai import OpenAICore
+from anyclaude.services.engine.backends.affinity import Affinity, rendezvous, session_key
+from anyclaude.services.engine.backends.backend_openai import OpenAICore
 
 from .bk_fake_server import FakeUpstream
 from .conftest import BASH, make_request, model_config, run

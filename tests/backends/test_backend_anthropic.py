@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from anyclaude import messages
-from anyclaude.services.engine.anthropic_translate import messages_body
-from anyclaude.services.engine.backend_anthropic import AnthropicCore
+from anyclaude.services.engine.backends.anthropic_translate import messages_body
+from anyclaude.services.engine.backends.backend_anthropic import AnthropicCore
 
 from .bk_fake_server import Reply, anthropic_sse, json_reply
 from .conftest import BASH, READ, events_of, make_request, model_config, run, text_of

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from anyclaude.errors import ConfigError
-from anyclaude.services.engine import upstream_errors as uerr
-from anyclaude.services.engine.backend_anthropic import AnthropicCore
-from anyclaude.services.engine.backend_openai import OpenAICore
-from anyclaude.services.engine.upstream_http import SSEReader, parse_base_url
+from anyclaude.services.engine.backends import upstream_errors as uerr
+from anyclaude.services.engine.backends.backend_anthropic import AnthropicCore
+from anyclaude.services.engine.backends.backend_openai import OpenAICore
+from anyclaude.services.engine.backends.upstream_http import SSEReader, parse_base_url
 
 from .conftest import model_config
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from anyclaude import messages
-from anyclaude.services.engine.backend_openai import OpenAICore
+from anyclaude.services.engine.backends.backend_openai import OpenAICore
 
 from .bk_fake_server import Reply, delta, json_reply, openai_sse, usage_chunk
 from .conftest import BASH, READ, events_of, make_request, model_config, run, text_of

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from anyclaude.services.engine.openai_stream import StreamTranslator, parse_arguments
+from anyclaude.services.engine.backends.openai_stream import StreamTranslator, parse_arguments
 from anyclaude.services.engine.streamtext import merge_events
 
 from .bk_fake_server import delta

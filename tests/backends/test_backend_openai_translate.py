@@ -8,9 +8,9 @@ import pytest
 
 from anyclaude.errors import InvalidRequest, UnsupportedContent
 from anyclaude.messages import Results
-from anyclaude.services.engine.openai_translate import chat_body, chat_messages
-from anyclaude.services.engine.search_blocks import result_text
-from anyclaude.services.engine.template import to_chat_messages
+from anyclaude.services.engine.backends.openai_translate import chat_body, chat_messages
+from anyclaude.websearch_text import result_text
+from anyclaude.prompt.template import to_chat_messages
 from anyclaude.services.frontdoor import websearch as ws
 
 from .conftest import BASH, make_request

@@ -26,7 +26,7 @@ def force_path(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def core(tiny_model_dir, force_path):
-    from anyclaude.services.engine.generation import EngineCore
+    from anyclaude.services.engine.mlx.generation import EngineCore
 
     class Recording(EngineCore):
         fed: list[int] = []

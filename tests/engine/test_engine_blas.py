@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from anyclaude.services.engine import blas
+from anyclaude import blas
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -57,7 +57,7 @@ def test_active_blas_reads_the_memory_map(tmp_path):
 @linux
 @pytest.mark.skipif(blas.find_openblas() is None, reason="no system OpenBLAS installed")
 def test_a_process_started_with_engine_env_runs_on_openblas():
-    code = ("import mlx.core as mx; from anyclaude.services.engine.blas import active_blas;"
+    code = ("import mlx.core as mx; from anyclaude.blas import active_blas;"
             "a = mx.ones((64, 64)); mx.eval(a @ a); print(active_blas())")
     with_blas = subprocess.run([sys.executable, "-c", code], env=blas.engine_env(),
                                capture_output=True, text=True, check=True)

@@ -6,7 +6,7 @@ import json
 
 from engine_helpers import make_request
 
-from anyclaude.services.engine.forcing import ENV, ForceRules, last_message_text
+from anyclaude.services.engine.mlx.forcing import ENV, ForceRules, last_message_text
 
 
 def write(path, rules):

@@ -240,7 +240,7 @@ def test_unknown_tool_parser_setting_is_a_config_error(tiny_model_dir):
     import pytest
 
     from anyclaude.errors import ConfigError
-    from anyclaude.services.engine.generation import EngineCore
+    from anyclaude.services.engine.mlx.generation import EngineCore
 
     with pytest.raises(ConfigError, match="tool_parser"):
         EngineCore(str(tiny_model_dir), model_id="t", context_window=512, max_output_tokens=16,

@@ -7,7 +7,7 @@ import shutil
 import huggingface_hub.constants
 import pytest
 
-from anyclaude.services.engine.model import ModelLoadError, fingerprint, load_model
+from anyclaude.services.engine.mlx.model import ModelLoadError, fingerprint, load_model
 
 
 def test_hub_id_without_network_names_the_model_and_the_fix(monkeypatch, tmp_path):

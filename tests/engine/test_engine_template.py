@@ -6,8 +6,8 @@ import pytest
 from engine_helpers import BASH_TOOL, make_request
 
 from anyclaude.errors import InvalidRequest, UnsupportedContent
-from anyclaude.services.engine.blocks import merge_strict
-from anyclaude.services.engine.template import ChatRenderer, to_chat_messages
+from anyclaude.prompt.blocks import merge_strict
+from anyclaude.prompt.template import ChatRenderer, to_chat_messages
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from engine_helpers import BASH_TOOL, make_request
 
 from anyclaude.errors import InvalidRequest
 from anyclaude.messages import Results
-from anyclaude.services.engine.search_blocks import result_text
-from anyclaude.services.engine.template import ChatRenderer, to_chat_messages
+from anyclaude.websearch_text import result_text
+from anyclaude.prompt.template import ChatRenderer, to_chat_messages
 from anyclaude.services.frontdoor import search_loop
 from anyclaude.services.frontdoor import websearch as ws
 

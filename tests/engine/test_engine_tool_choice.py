@@ -20,9 +20,9 @@ from structlog.testing import capture_logs
 
 from anyclaude.errors import InvalidRequest
 from anyclaude.messages import Done, Error
-from anyclaude.services.engine import tool_choice
-from anyclaude.services.engine.generation import EngineCore
-from anyclaude.services.engine.tool_choice import Plan, plan_for, vocab_of
+from anyclaude.services.engine.parsing import tool_choice
+from anyclaude.services.engine.mlx.generation import EngineCore
+from anyclaude.services.engine.parsing.tool_choice import Plan, plan_for, vocab_of
 from anyclaude.services.frontdoor.parse import parse_request
 
 FAMILIES = ("hermes", "qwen3_coder", "mistral", "llama3")

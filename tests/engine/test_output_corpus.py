@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from anyclaude.services.engine.output import OutputParser
+from anyclaude.services.engine.parsing.output import OutputParser
 
 CORPUS = Path(__file__).parent / "corpus"
 TOOLS = json.loads((CORPUS / "tools.json").read_text(encoding="utf-8"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from anyclaude.services.engine.output import FAMILIES, OutputParser, choose_family
+from anyclaude.services.engine.parsing.output import FAMILIES, OutputParser, choose_family
 
 QWEN25 = """{%- if tools %}
     {{- "\\n\\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from anyclaude.services.engine.schema_repair import repair_args, resolve_tool
+from anyclaude.services.engine.parsing.schema_repair import repair_args, resolve_tool
 
 S = "http://json-schema.org/draft-07/schema#"
 

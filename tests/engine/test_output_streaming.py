@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from anyclaude.services.engine.output import FAMILIES, OutputParser, new_tool_id
+from anyclaude.services.engine.parsing.output import FAMILIES, OutputParser, new_tool_id
 
 TOOLS = [
     {"name": "Bash", "description": "Run a command.",

@@ -14,8 +14,8 @@ from mlx_lm.generate import generate_step
 from mlx_lm.models import qwen3
 from mlx_lm.models.cache import RotatingKVCache, make_prompt_cache
 
-from anyclaude.services.engine.prefix_cache import PrefixCache
-from anyclaude.services.kvstore.client import KVStoreClient
+from anyclaude.services.engine.prefix.prefix_cache import PrefixCache
+from anyclaude.kvstore_client import KVStoreClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kvstore"))
 from kvstore_proc import KVStoreProc  # noqa: E402

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from anyclaude import messages
-from anyclaude.services.kvstore.files import read_header, verify_crc
+from anyclaude.kvfiles import read_header, verify_crc
 
 from .harness import body, unique_words, wait_for
 

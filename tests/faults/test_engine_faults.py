@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 
-from anyclaude.services.kvstore.files import read_header, verify_crc
+from anyclaude.kvfiles import read_header, verify_crc
 
 from .harness import TIMEOUTS, body, stream_text, unique_words, wait_for
 

@@ -138,7 +138,7 @@ NET_MODULES = {"http.client", "urllib.request", "httpx", "httpx2", "requests", "
                "urllib3", "websocket", "websockets"}
 NET_CALLS = {"create_connection", "urlopen", "HTTPConnection", "HTTPSConnection"}
 ALLOWED = {"services/websearch/searxng.py", "services/websearch/probe.py",
-           "services/engine/upstream_http.py"}
+           "services/engine/backends/upstream_http.py"}
 
 
 def network_users() -> set[str]:

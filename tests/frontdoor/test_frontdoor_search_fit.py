@@ -16,7 +16,7 @@ import pytest
 
 from anyclaude import bus, errors
 from anyclaude.config import ModelConfig
-from anyclaude.services.engine import search_blocks
+from anyclaude import websearch_text as search_blocks
 from anyclaude.services.frontdoor.gateway import BusOptimizer
 from anyclaude.services.frontdoor.websearch import result_block, results_as_tool_text
 from anyclaude.services.optimizer.service import OptimizerService

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from anyclaude import bus, errors, messages
-from anyclaude.services.kvstore import files
+from anyclaude import kvfiles as files
 
 FP = "f" * 32
 

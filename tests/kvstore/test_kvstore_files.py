@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mlx_lm.models.cache import load_prompt_cache
 
-from anyclaude.services.kvstore import files
+from anyclaude import kvfiles as files
 from anyclaude.services.kvstore.index import Entry, Index
 from kvstore_proc import FP, fake_ids, write_spool_file
 

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from anyclaude import messages
 from anyclaude.cli_cache import cache as cache_cli
-from anyclaude.services.kvstore import files
-from anyclaude.services.kvstore.client import KVStoreClient, PutJob
+from anyclaude import kvfiles as files
+from anyclaude.kvstore_client import KVStoreClient, PutJob
 from kvstore_proc import FP, KVStoreProc, fake_ids, lookup, put
 
 # write_spool_file's default shape: 2 layers, 2 heads, dim 32, fp16 -> 512 bytes per token

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import signal
 import socket
@@ -79,7 +80,10 @@ def test_foreground_up_prints_changes_and_ctrl_c_stops_cleanly(make_system):
         assert any("alpha: starting -> ready" in line for line in lines)
         assert any("beta: starting -> ready" in line for line in lines)
         pids = _pids(system)
-        assert pids[0] == proc.pid  # the foreground CLI is the supervisor
+        # the foreground CLI started the supervisor as its own child and talks to it as a
+        # client (it does not run the supervisor's code itself)
+        assert pids[0] != proc.pid
+        assert _parent_pid(pids[0]) == proc.pid
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     finally:
@@ -129,3 +133,8 @@ def test_port_in_use_is_reported_before_anything_starts(make_system):
     assert result.returncode == 1
     assert f"anyclaude: port {port} is in use" in result.stderr
     assert system.supervisor_pid() is None
+
+
+def _parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])

@@ -10,7 +10,7 @@ from anyclaude.config import ModelConfig, ProcessTable, RestartPolicy, ServiceSp
 from anyclaude.errors import ConfigError
 from anyclaude.services.supervisor.child import Child
 from anyclaude.services.supervisor.supervisor import child_env
-from anyclaude.services.supervisor.table import Planned, expand
+from anyclaude.process_table import Planned, expand
 
 from .conftest import wait_for
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import System, free_port
 from searxng_fake import FakeSearxng
 from anyclaude.tinymodel import ensure_tiny_model
-from anyclaude.services.engine import blas
+from anyclaude import blas
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 
-from .search_blocks import call_query
+from anyclaude.websearch_text import call_query
 
 LOCAL_SIGNATURE = "YW55Y2xhdWRlLWxvY2Fs"   # the front door's marker, not a real signature
 MIN_THINKING_BUDGET = 1024

@@ -1,11 +1,13 @@
 """The process table as the supervisor runs it: each_model services expanded, placeholders
-filled in, and the services put in dependency order."""
+filled in, and the services put in dependency order. The CLI reads the same plan (what
+will run, the front door's address) without importing the supervisor."""
 
 from __future__ import annotations
 
 import dataclasses
 import sys
 
+from anyclaude import config
 from anyclaude.config import ProcessTable, ServiceSpec, Settings
 from anyclaude.errors import ConfigError
 
@@ -22,6 +24,20 @@ class Planned:
     graceful_timeout: float
     heartbeat_timeout: float
     model: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    settings: Settings
+    table: ProcessTable
+    services: list
+
+
+def plan() -> Plan:
+    """Settings and the expanded process table. Raises ConfigError."""
+    settings = config.load_settings()
+    table = config.load_process_table()
+    return Plan(settings, table, expand(table, settings))
 
 
 def expand(table: ProcessTable, settings: Settings, python: str | None = None) -> list[Planned]:

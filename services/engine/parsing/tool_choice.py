@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from anyclaude import errors
 from anyclaude.logs import get_logger
 
-from .forcing import encode_exact
-from .schema_repair import resolve_tool
-from .toolcall_json import JsonScanner
-from .toolcall_xml import FUNC_CLOSE, PARAM_CLOSE, PARAM_OPEN
+from anyclaude.services.engine.mlx.forcing import encode_exact
+from anyclaude.services.engine.parsing.schema_repair import resolve_tool
+from anyclaude.services.engine.parsing.toolcall_json import JsonScanner
+from anyclaude.services.engine.parsing.toolcall_xml import FUNC_CLOSE, PARAM_CLOSE, PARAM_OPEN
 
 log = get_logger()
 

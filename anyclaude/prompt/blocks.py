@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 
 from anyclaude.errors import InvalidRequest, UnsupportedContent
 
-from .search_blocks import call_query, result_text
+from anyclaude.websearch_text import call_query, result_text
 
 Media = Callable[[dict, str], dict]    # (image or document block, where) -> a part
 

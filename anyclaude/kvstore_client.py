@@ -28,7 +28,7 @@ import structlog
 from anyclaude import bus, errors
 from anyclaude.messages import CacheHit, CacheLookup, CachePut, Command, Reply
 
-from . import files
+from anyclaude import kvfiles as files
 
 log = structlog.get_logger()
 

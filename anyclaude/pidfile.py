@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 NAME = "supervisor.pid"
+EXIT_RUNNING = 3          # the supervisor's exit code when another one holds the pidfile
 
 
 class AlreadyRunning(Exception):

@@ -18,11 +18,11 @@ import structlog
 from anyclaude import errors
 from anyclaude.messages import Error, Progress
 
-from . import upstream_errors as uerr
-from .affinity import Affinity, session_key
-from .envelope import run_generate
-from .upstream_http import Exchange, UpstreamUnreachable, parse_base_url
-from .upstream_trace import Trace
+from anyclaude.services.engine.backends import upstream_errors as uerr
+from anyclaude.services.engine.backends.affinity import Affinity, session_key
+from anyclaude.services.engine.envelope import run_generate
+from anyclaude.services.engine.backends.upstream_http import Exchange, UpstreamUnreachable, parse_base_url
+from anyclaude.services.engine.backends.upstream_trace import Trace
 
 log = structlog.get_logger()
 
@@ -63,6 +63,9 @@ class UpstreamCore:
                  upstreams=list(self.upstreams), upstream_model=self.model_name)
 
     # -- what the engine service asks of every core --
+    def warm_start(self) -> None:
+        """Nothing to preload: the upstream keeps its own caches."""
+
     def cache_stats(self) -> dict:
         """Prefix-cache hits as the upstreams reported them (cached prompt tokens > 0)."""
         return dict(self._stats)

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .toolcall_base import PARTIAL, Candidate, Reader, lit, skip_ws
+from anyclaude.services.engine.parsing.toolcall_base import PARTIAL, Candidate, Reader, lit, skip_ws
 
 FUNC_OPEN = "<function="
 FUNC_CLOSE = "</function>"

@@ -22,9 +22,9 @@ import structlog
 
 from anyclaude import errors
 
-from .openai_translate import chat_messages, function_tools
-from .template import ChatRenderer
-from .upstream_http import Exchange, Upstream, UpstreamUnreachable
+from anyclaude.services.engine.backends.openai_translate import chat_messages, function_tools
+from anyclaude.prompt.template import ChatRenderer
+from anyclaude.services.engine.backends.upstream_http import Exchange, Upstream, UpstreamUnreachable
 
 log = structlog.get_logger()
 

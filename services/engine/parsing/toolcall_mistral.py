@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .toolcall_base import PARTIAL, Candidate, Reader, lit, skip_ws
-from .toolcall_json import JsonScanner, call_from_obj, candidates, load_json
+from anyclaude.services.engine.parsing.toolcall_base import PARTIAL, Candidate, Reader, lit, skip_ws
+from anyclaude.services.engine.parsing.toolcall_json import JsonScanner, call_from_obj, candidates, load_json
 
 MARK = "[TOOL_CALLS]"
 ARGS = "[ARGS]"

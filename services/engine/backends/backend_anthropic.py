@@ -23,13 +23,13 @@ import structlog
 from anyclaude import errors
 from anyclaude.messages import Delta, Done
 
-from . import upstream_errors as uerr
-from .affinity import session_key
-from .anthropic_translate import EventTranslator, count_body, messages_body
-from .openai_count import estimate
-from .streamtext import EventBatcher
-from .upstream_core import UpstreamCore
-from .upstream_http import Exchange, SSEReader, UpstreamUnreachable
+from anyclaude.services.engine.backends import upstream_errors as uerr
+from anyclaude.services.engine.backends.affinity import session_key
+from anyclaude.services.engine.backends.anthropic_translate import EventTranslator, count_body, messages_body
+from anyclaude.services.engine.backends.openai_count import estimate
+from anyclaude.services.engine.streamtext import EventBatcher
+from anyclaude.services.engine.backends.upstream_core import UpstreamCore
+from anyclaude.services.engine.backends.upstream_http import Exchange, SSEReader, UpstreamUnreachable
 
 log = structlog.get_logger()
 

@@ -10,27 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anyclaude.errors import ConfigError
+from anyclaude.blas import active_blas
+from anyclaude.errors import ModelLoadError
 from anyclaude.logs import get_logger
-
-from .blas import active_blas
+from anyclaude.modelfiles.resolve import resolve_model_path
 
 log = get_logger()
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SAMPLES = 16          # chunks of each weights file read for the fingerprint
 _SAMPLE_BYTES = 4096
-
-
-class ModelLoadError(ConfigError):
-    """The configured model cannot be found, fetched or loaded."""
-    type = "config"
 
 
 @dataclass
@@ -78,55 +71,6 @@ def load_model(path_or_id: str, *, model_id: str = "") -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tokenizer, path=path, model_id=model_id,
                        config=config, fingerprint=fp,
                        generation_defaults=_generation_defaults(path))
-
-
-def resolve_model_path(path_or_id: str, *, model_id: str = "") -> Path:
-    """A local directory for ``path_or_id``: the demo model for "", an existing directory as
-    is, a hub id from the local cache or downloaded. Raises ModelLoadError with advice."""
-    model_id = model_id or path_or_id or "demo"
-    if not path_or_id:
-        from anyclaude.tinymodel import ensure_tiny_model
-        log.info("engine.model.demo", model=model_id)
-        return ensure_tiny_model()
-    local = Path(path_or_id).expanduser()
-    if local.is_dir():
-        return local
-    if local.exists() or path_or_id.startswith(("/", ".", "~")) or not _HUB_ID.match(path_or_id):
-        raise ModelLoadError(f"model {model_id}: {path_or_id} is not a model directory; set "
-                             f"models.{model_id}.path to a local MLX model directory or a "
-                             "Hugging Face id such as mlx-community/Qwen3-4B-4bit")
-    return _from_hub(path_or_id, model_id)
-
-
-def _from_hub(repo: str, model_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
-
-    try:
-        path = snapshot_download(repo, local_files_only=True, allow_patterns=DEFAULT_ALLOW_PATTERNS)
-        log.info("engine.model.cached", model=model_id, repo=repo, path=path)
-        return Path(path)
-    except Exception:  # not (completely) in the local cache
-        pass
-    log.info("engine.model.downloading", model=model_id, repo=repo)
-    advice = (f"Download it on a connected machine (`huggingface-cli download {repo}`), copy "
-              f"the directory here and set models.{model_id}.path to that local directory")
-    try:
-        path = snapshot_download(repo, allow_patterns=DEFAULT_ALLOW_PATTERNS)
-    except GatedRepoError:
-        raise ModelLoadError(f"could not download {repo}: the repository is gated; accept its "
-                             "license on huggingface.co and log in (`huggingface-cli login`), "
-                             f"or: {advice}") from None
-    except RepositoryNotFoundError:
-        raise ModelLoadError(f"could not download {repo}: no such model on the Hugging Face hub "
-                             f"(check the spelling of models.{model_id}.path)") from None
-    except Exception as exc:  # offline, DNS, proxy, timeouts: huggingface_hub wraps them variously
-        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise ModelLoadError(f"could not download {repo}: no network access to the Hugging Face "
-                             f"hub ({reason}). {advice}") from None
-    log.info("engine.model.downloaded", model=model_id, repo=repo, path=path)
-    return Path(path)
 
 
 def fingerprint(path: str | os.PathLike) -> str:

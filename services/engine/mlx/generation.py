@@ -25,13 +25,13 @@ from anyclaude import errors
 from anyclaude.logs import get_logger
 from anyclaude.messages import Delta, Done, Progress
 
-from . import tool_choice
-from .envelope import run_generate
-from .forcing import ForcedText, ForceRules, encode_exact
-from .model import load_model
-from .output import OutputParser, choose_family
-from .streamtext import EventBatcher, IncrementalDecoder, StopMatcher
-from .template import ChatRenderer
+from anyclaude.services.engine.parsing import tool_choice
+from anyclaude.services.engine.envelope import run_generate
+from anyclaude.services.engine.mlx.forcing import ForcedText, ForceRules, encode_exact
+from anyclaude.services.engine.mlx.model import load_model
+from anyclaude.services.engine.parsing.output import OutputParser, choose_family
+from anyclaude.services.engine.streamtext import EventBatcher, IncrementalDecoder, StopMatcher
+from anyclaude.prompt.template import ChatRenderer
 
 log = get_logger()
 
@@ -43,11 +43,14 @@ class _Cancelled(Exception):
 
 
 class EngineCore:
+    slow_count = False      # counting is local and fast (see services/engine/core.py)
+
     def __init__(self, model_path: str, *, model_id: str, context_window: int,
                  max_output_tokens: int, prefill_step_size: int = 256,
                  tool_parser: str = "auto", force_file: str | None = None,
                  delta_interval: float = 0.03, memory_budget_mb: int = 0,
-                 block_tokens: int = 256, kv_dir: str | None = None):
+                 block_tokens: int = 256, kv_dir: str | None = None,
+                 write_retry_s: float | None = None):
         self.loaded = load_model(model_path, model_id=model_id)
         self.model = self.loaded.model
         self.tokenizer = self.loaded.tokenizer
@@ -73,6 +76,8 @@ class EngineCore:
         self.prefix_cache = self.kv = None
         if memory_budget_mb > 0:
             self._enable_prefix_cache(memory_budget_mb, block_tokens, kv_dir)
+        if self.kv is not None and write_retry_s is not None:
+            self.kv.retry_after = write_retry_s   # after a failed disk write: memory-only this long
         log.info("engine.core.ready", model=model_id, family=self.family,
                  context_window=self.context_window, max_output_tokens=self.max_output_tokens,
                  prefill_step_size=self.prefill_step_size)
@@ -242,8 +247,8 @@ class EngineCore:
     # -- prompt cache (the prefix cache plugs in here) --------------------------------------
 
     def _enable_prefix_cache(self, memory_budget_mb: int, block_tokens: int, kv_dir) -> None:
-        from anyclaude.services.engine.prefix_cache import PrefixCache
-        from anyclaude.services.kvstore.client import KVStoreClient
+        from anyclaude.services.engine.prefix.prefix_cache import PrefixCache
+        from anyclaude.kvstore_client import KVStoreClient
 
         self.kv = KVStoreClient(kv_dir) if kv_dir else None
         self.prefix_cache = PrefixCache(self.model, memory_budget_bytes=memory_budget_mb * 2**20,

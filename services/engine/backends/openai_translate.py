@@ -27,7 +27,7 @@ import json
 
 from anyclaude.errors import UnsupportedContent
 
-from .blocks import function_tools, merge_strict, turns
+from anyclaude.prompt.blocks import function_tools, merge_strict, turns
 
 MAX_STOP = 4
 

@@ -1,6 +1,6 @@
 """Cache files on the engine side: KV arrays for the disk writer, and a checked load.
 
-The file format lives in anyclaude.services.kvstore.files (numpy only, shared with the
+The file format lives in anyclaude.kvfiles (numpy only, shared with the
 store). Loading goes through mlx-lm's ``load_prompt_cache``. ``mx.load`` of a safetensors
 file returns at once (lazy), but the first evaluation reads each whole tensor into a fresh
 buffer (not an mmap: RSS grows by the tensor size even when only a slice is used), so a
@@ -13,7 +13,7 @@ import mlx.core as mx
 import numpy as np
 from mlx_lm.models.cache import KVCache, load_prompt_cache
 
-from anyclaude.services.kvstore.files import CacheFileError, FileInfo, read_header, verify_crc
+from anyclaude.kvfiles import CacheFileError, FileInfo, read_header, verify_crc
 
 DTYPES = {mx.float32: "float32", mx.float16: "float16", mx.bfloat16: "bfloat16"}
 

@@ -49,10 +49,10 @@ from mlx_lm.models.cache import (KVCache, can_trim_prompt_cache, make_prompt_cac
                                  trim_prompt_cache)
 
 from anyclaude.logs import get_logger
-from anyclaude.services.kvstore.client import PutJob
-from anyclaude.services.kvstore.files import CacheFileError, chain_hashes
+from anyclaude.kvstore_client import PutJob
+from anyclaude.kvfiles import CacheFileError, chain_hashes
 
-from .cache_files import DTYPES, disk_layers, load_checked, read_checked, reusable
+from anyclaude.services.engine.prefix.cache_files import DTYPES, disk_layers, load_checked, read_checked, reusable
 
 log = get_logger()
 

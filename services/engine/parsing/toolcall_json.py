@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .toolcall_base import PARTIAL, Candidate, Reader, is_prefix, lit, skip_ws
-from .toolcall_xml import XmlEnd, xml_candidates
+from anyclaude.services.engine.parsing.toolcall_base import PARTIAL, Candidate, Reader, is_prefix, lit, skip_ws
+from anyclaude.services.engine.parsing.toolcall_xml import XmlEnd, xml_candidates
 
 TAG_OPEN = "<tool_call>"
 TAG_CLOSE = "</tool_call>"

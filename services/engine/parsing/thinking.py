@@ -8,7 +8,7 @@ opened the block and the model opened it again).
 
 from __future__ import annotations
 
-from .toolcall_base import PARTIAL, hold_len, lit, skip_ws
+from anyclaude.services.engine.parsing.toolcall_base import PARTIAL, hold_len, lit, skip_ws
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"

@@ -29,10 +29,10 @@ from typing import Callable, Iterable
 
 import structlog
 
-from .schema_repair import repair_args, resolve_tool
-from .toolcall_base import Candidate
-from .toolcall_scan import FAMILIES, ContentScanner
-from .toolcall_xml import type_params
+from anyclaude.services.engine.parsing.schema_repair import repair_args, resolve_tool
+from anyclaude.services.engine.parsing.toolcall_base import Candidate
+from anyclaude.services.engine.parsing.toolcall_scan import FAMILIES, ContentScanner
+from anyclaude.services.engine.parsing.toolcall_xml import type_params
 
 __all__ = ["FAMILIES", "OutputParser", "choose_family", "new_tool_id"]
 

@@ -23,12 +23,12 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from .thinking import THINK_CLOSE, THINK_OPEN, ThinkBlock
-from .toolcall_base import PARTIAL, Candidate, Reader, lit, skip_ws
-from .toolcall_json import PYTHON_TAG, TAG_CLOSE, TAG_OPEN, ObjectReader, TagReader, match_call_head
-from .toolcall_mistral import MARK as MISTRAL_MARK
-from .toolcall_mistral import MistralReader
-from .toolcall_xml import FUNC_OPEN, FunctionReader
+from anyclaude.services.engine.parsing.thinking import THINK_CLOSE, THINK_OPEN, ThinkBlock
+from anyclaude.services.engine.parsing.toolcall_base import PARTIAL, Candidate, Reader, lit, skip_ws
+from anyclaude.services.engine.parsing.toolcall_json import PYTHON_TAG, TAG_CLOSE, TAG_OPEN, ObjectReader, TagReader, match_call_head
+from anyclaude.services.engine.parsing.toolcall_mistral import MARK as MISTRAL_MARK
+from anyclaude.services.engine.parsing.toolcall_mistral import MistralReader
+from anyclaude.services.engine.parsing.toolcall_xml import FUNC_OPEN, FunctionReader
 
 TOOL_FAMILIES = ("hermes", "qwen3_coder", "mistral", "llama3")
 FAMILIES = TOOL_FAMILIES + ("none",)

@@ -29,14 +29,14 @@ import structlog
 from anyclaude import errors
 from anyclaude.messages import Delta, Done, Progress
 
-from . import upstream_errors as uerr
-from .affinity import session_key
-from .openai_count import TokenCounter, load_renderer
-from .openai_stream import StreamTranslator, completion_as_chunk
-from .openai_translate import chat_body, chat_messages
-from .streamtext import EventBatcher
-from .upstream_core import UpstreamCore
-from .upstream_http import MAX_BODY, SSEReader
+from anyclaude.services.engine.backends import upstream_errors as uerr
+from anyclaude.services.engine.backends.affinity import session_key
+from anyclaude.services.engine.backends.openai_count import TokenCounter, load_renderer
+from anyclaude.services.engine.backends.openai_stream import StreamTranslator, completion_as_chunk
+from anyclaude.services.engine.backends.openai_translate import chat_body, chat_messages
+from anyclaude.services.engine.streamtext import EventBatcher
+from anyclaude.services.engine.backends.upstream_core import UpstreamCore
+from anyclaude.services.engine.backends.upstream_http import MAX_BODY, SSEReader
 
 log = structlog.get_logger()
 

@@ -38,7 +38,7 @@ from jinja2.exceptions import TemplateError
 
 from anyclaude.errors import InvalidRequest, UnsupportedContent
 
-from .blocks import function_tools, merge_strict, turns
+from anyclaude.prompt.blocks import function_tools, merge_strict, turns
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ import json
 
 import structlog
 
-from .output import OutputParser, new_tool_id
-from .schema_repair import repair_args, resolve_tool
-from .streamtext import StopMatcher, merge_events
+from anyclaude.services.engine.parsing.output import OutputParser, new_tool_id
+from anyclaude.services.engine.parsing.schema_repair import repair_args, resolve_tool
+from anyclaude.services.engine.streamtext import StopMatcher, merge_events
 
 log = structlog.get_logger()
 

@@ -1,0 +1,1 @@
+"""Upstream servers as engine cores: OpenAI-compatible chat completions and Anthropic passthrough."""

@@ -1,0 +1,1 @@
+"""The MLX core: loading a model with mlx-lm, generation, the force file (tests)."""

@@ -1,0 +1,1 @@
+"""Model output -> neutral events: tool-call families, thinking, schema repair, tool_choice."""
