@@ -3,7 +3,7 @@
 Both are parsed once into frozen dataclasses. Every value is checked; a bad one raises
 ConfigError naming the file, the key and what is allowed. ``ANYCLAUDE_<SECTION>_<KEY>``
 environment variables override anyclaude.toml (e.g. ANYCLAUDE_SERVER_PORT=9000).
-With no file at all the defaults run the offline demo model on 127.0.0.1.
+With no file at all the defaults run the built-in SmolLM2 model, offline, on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 from anyclaude.errors import ConfigError
 from anyclaude.optimizer_config import OptimizerConfig
 
-DEMO_MODEL = "demo"
+DEFAULT_MODEL = "smollm2"    # the built-in model (anyclaude/modelfiles/resolve.py)
+DEMO_MODEL = DEFAULT_MODEL   # its former name, kept for imports
 
 
 def _home(var: str, fallback: str) -> Path:
@@ -38,7 +39,8 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = ""                # local directory or Hugging Face id; "" = the built-in demo
+    path: str = ""                # MLX directory, .gguf file, Hugging Face id, builtin:tiny;
+                                  # "" = builtin:smollm2, the built-in default model
     kind: str = "mlx"             # mlx | openai | anthropic
     context_window: int = 32768
     max_output_tokens: int = 8192

@@ -105,7 +105,19 @@ def table(status: dict, *, details: bool = True) -> list[str]:
         for s in status["services"]:
             if s["state"] in ("fatal", "backoff") and s.get("reason"):
                 lines.extend(failure(s))
+        lines.extend(model_notes(status))
     return [line.rstrip() for line in lines]
+
+
+def model_notes(status: dict) -> list[str]:
+    """Which model each engine runs and how its weights are held (from its info)."""
+    lines = []
+    for s in status["services"]:
+        info = s.get("info") or {}
+        if s["name"].startswith("engine-") and (info.get("model_note") or info.get("weights")):
+            weights = f" [weights: {info['weights']}]" if info.get("weights") else ""
+            lines.append(f"{s['name']}: {info.get('model_note') or info.get('model')}{weights}")
+    return lines
 
 
 def failure(service: dict, indent: str = "  ") -> list[str]:

@@ -57,6 +57,7 @@ class EngineService:
                          "rejected": 0, "output_tokens": 0, "input_tokens": 0,
                          "cache_read_tokens": 0}
         self.load_error = ""
+        self.model_facts: dict = {}                # model_note / weights, for `anyclaude status`
         self.started = time.time()
         self.service = bus.Service(self.name, {
             messages.Generate: self.on_generate,
@@ -187,11 +188,15 @@ class EngineService:
             log.info("engine.loaded", model=self.model_id, kind=kind, concurrency=self.concurrency)
             return core
         from anyclaude import blas
+        from anyclaude.modelfiles.resolve import describe_weights, resolve_model
         from anyclaude.services.engine.mlx.generation import EngineCore
-        path = self.model_config.path
-        if not path:
-            path = str(self._demo_model())
-        log.info("engine.loading", model=self.model_id, path=path, blas=blas.active_blas())
+        resolved = resolve_model(self.model_config.path, model_id=self.model_id,
+                                 cache_dir=self.settings.cache_dir)
+        path = str(resolved.path)
+        self.model_facts = {"model_note": resolved.note,
+                            "weights": resolved.weights or describe_weights(resolved.path)}
+        log.info("engine.loading", model=self.model_id, path=path, blas=blas.active_blas(),
+                 **self.model_facts)
         force_file = self.settings.engine.force_file or os.environ.get("ANYCLAUDE_FORCE_FILE") or None
         core = EngineCore(path, model_id=self.model_id,
                           context_window=self.model_config.context_window,
@@ -205,14 +210,6 @@ class EngineService:
         log.info("engine.loaded", model=self.model_id)
         return core
 
-    def _demo_model(self):
-        from anyclaude.tinymodel import ensure_tiny_model
-        out = self.settings.cache_dir / "models"
-        log.warning("engine.demo_model", path=str(out),
-                    note="random-weight demo model: it answers gibberish. Set models.<id>.path "
-                         "to a real model, e.g. mlx-community/Qwen2.5-Coder-7B-Instruct-4bit")
-        return ensure_tiny_model(out)
-
     def info(self) -> dict:
         from anyclaude import blas
         cache = self.core.cache_stats() if self.core is not None else {}
@@ -220,7 +217,7 @@ class EngineService:
         return {"model": self.model_id, "blas": blas.active_blas(),
                 "queue": self.queue.qsize(), "busy": bool(self.running),
                 "running": len(self.running),
-                "load_error": self.load_error, **self.counters,
+                "load_error": self.load_error, **self.model_facts, **self.counters,
                 "cache": {"hit_rate": round(cache.get("hits", 0) / looked, 3) if looked else None,
                           **{k: cache[k] for k in ("hits", "misses", "disk_hits", "reused_tokens",
                                                    "cached_tokens", "bytes", "entries") if k in cache}}}

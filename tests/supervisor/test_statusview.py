@@ -26,3 +26,13 @@ def test_websearch_summary_says_whether_searxng_is_reachable():
 def test_unknown_or_odd_info_falls_back_to_the_raw_fields():
     assert service_summary("frontdoor", {"breaker": "closed"}) == "breaker=closed"
     assert "model=" in service_summary("engine-x", {"model": "x", "cache": "odd"})
+
+
+def test_status_table_says_which_model_each_engine_runs_and_its_weights():
+    from anyclaude.statusview import table
+    status = {"services": [{"name": "engine-smollm2", "state": "ready", "pid": 1, "uptime_s": 5,
+                            "restarts": 0, "last_heartbeat_age_s": 0.5,
+                            "info": {"model": "smollm2", "model_note": "SmolLM2-135M-Instruct",
+                                     "weights": "float32 (dequantized from Q4_1 GGUF)"}}]}
+    lines = table(status)
+    assert "engine-smollm2: SmolLM2-135M-Instruct [weights: float32 (dequantized from Q4_1 GGUF)]" in lines

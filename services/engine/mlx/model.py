@@ -1,8 +1,8 @@
 """Load a model with mlx-lm from a local directory or a Hugging Face id, and fingerprint it.
 
-``path`` "" (the config default) means the built-in offline demo model
-(:func:`anyclaude.tinymodel.ensure_tiny_model`). A hub id is first looked up in the local
-Hugging Face cache, then downloaded; without network the error says what to do instead.
+What ``path`` may name (a directory, a .gguf file, a hub id, the built-in models) is
+resolved by :mod:`anyclaude.modelfiles.resolve`; the engine service resolves it with the
+configured cache dir first and passes the directory here.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class LoadedModel:
 
 def load_model(path_or_id: str, *, model_id: str = "") -> LoadedModel:
     """Resolve, load and fingerprint a model; log progress as ``engine.model.*`` lines."""
-    model_id = model_id or path_or_id or "demo"
+    model_id = model_id or path_or_id or "smollm2"
     started = time.monotonic()
     path = resolve_model_path(path_or_id, model_id=model_id)
     log.info("engine.model.loading", model=model_id, path=str(path))
