@@ -170,7 +170,7 @@ def _load(source: Path, model_id: str):
         if unreadable:
             name, kind = unreadable
             reason = (f"tensor {name} has type {kind}, which MLX cannot read from GGUF "
-                      f"(readable: {', '.join(READABLE_TYPES)}); use a Q4_0, Q4_1, Q8_0, F16 "
+                      f"(readable: {', '.join(READABLE_TYPES)}); use a Q4_0, Q4_1, Q8_0, F16, BF16 "
                       f"or F32 file, or {_INSTEAD[4:]}")
         elif "gguf_init failed" in reason:
             reason = "not a readable GGUF file (bad header, truncated or not GGUF at all)"
