@@ -195,8 +195,9 @@ def load_settings(path: Path | None = None, env: dict | None = None) -> Settings
 
 
 def _models(table, where: str, env) -> dict:
-    if table is None:
-        table = {DEMO_MODEL: {}}
+    if table is None:   # the built-in model (path "" = builtin:smollm2)
+        table = {DEFAULT_MODEL: {} if "ANYCLAUDE_MODEL_PATH" in env
+                 else {"display_name": "SmolLM2-135M-Instruct"}}
     if not isinstance(table, dict) or not table:
         raise ConfigError(f"{where}: [models] must hold at least one [models.<id>] table")
     models = {}
