@@ -108,7 +108,7 @@ def _convert_into(source: Path, out: Path, digest: str, mode: str, model_id: str
         marker = {"source": str(source), "sha256": digest, "weights": weights, "seconds": seconds}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2))
         os.chmod(tmp, 0o755)
-        if out.exists():   # a directory without a marker: an old interrupted attempt
+        if out.exists() and _read_marker(out) is None:   # left by an interrupted attempt
             shutil.rmtree(out, ignore_errors=True)
         try:
             os.replace(tmp, out)
