@@ -232,7 +232,7 @@ def _up_detached(p: Plan, timeout: float | None) -> None:
                      "background: `anyclaude status` shows it, `anyclaude down` stops it")
     failed = [s for s in status["services"] if s["state"] == "fatal"]
     if not failed:
-        for line in ready_lines(p):
+        for line in ready_lines(p) + statusview.model_notes(status):
             click.echo(line)
         return
     for s in failed:

