@@ -89,7 +89,9 @@ def side_by_side(model_dir: Path, home: Path, system_tokens: int, decode: int) -
 def _summary(runs) -> dict:
     cold, warm = runs
     decoded = max(1, warm.usage.get("output_tokens", 1) - 1)
-    return {"prompt_tokens": cold.usage.get("input_tokens", 0) + cold.usage.get("cache_read_input_tokens", 0),
+    prompt = max(r.usage.get("input_tokens", 0) + r.usage.get("cache_read_input_tokens", 0)
+                 for r in runs)
+    return {"prompt_tokens": prompt,
             "cold_ttft_s": round(cold.ttft, 2), "warm_ttft_s": round(warm.ttft, 2),
             "cached_tokens_warm": warm.usage.get("cache_read_input_tokens", 0),
             "output_tokens": warm.usage.get("output_tokens", 0),
@@ -113,7 +115,8 @@ def main() -> None:
     logs.configure("bench", console_level="warning")
     home = Path(tempfile.mkdtemp(prefix="bench-default-"))
     prompt = B.prose(random.Random(0), args.prompt_tokens * 4) + "\n\n" + QUESTION
-    result = {"blas": active_blas(), "cpus": os.cpu_count(), "direct": {}}
+    result = {"blas": active_blas(), "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+              "direct": {}}
     modes = ["float32"] + ([] if args.skip_quantized else ["quantized"])
     for mode in modes:
         result["direct"][mode] = direct(mode, home / "cache", prompt, args.decode)
