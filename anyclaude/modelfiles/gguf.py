@@ -73,16 +73,19 @@ def gguf_model_dir(gguf: str | os.PathLike, cache_dir: str | os.PathLike, *, mod
                              "names a .gguf file that is not there)")
     root = Path(cache_dir) / "models"
     try:
-        digest = _sha256(source)
+        digest = _known_sha256(source, root) or _sha256(source)
     except OSError as exc:
         raise ModelLoadError(f"model {model_id}: cannot read {source}: {exc.strerror}") from None
     out = root / f"gguf-{digest[:16]}-{'f32' if mode == 'float32' else 'q'}"
     marker = _read_marker(out)
     if marker is not None:
+        _remember_sha256(source, root, digest)
         log.info("engine.model.gguf_cached", model=model_id, source=str(source), path=str(out),
                  weights=marker["weights"])
         return GGUFModel(out, marker["weights"], str(source))
-    return _convert_into(source, out, digest, mode, model_id)
+    converted = _convert_into(source, out, digest, mode, model_id)
+    _remember_sha256(source, root, digest)
+    return converted
 
 
 def describe_converted(path: str | os.PathLike) -> str | None:
@@ -273,6 +276,38 @@ def _read_marker(out: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return marker if isinstance(marker, dict) and "weights" in marker else None
+
+
+_HASHES = "gguf-hashes.json"   # path -> size, mtime and sha256: a multi-GB file is hashed once
+
+
+def _known_sha256(source: Path, root: Path) -> str | None:
+    try:
+        known = json.loads((root / _HASHES).read_text()).get(str(source.resolve()))
+        stat = source.stat()
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(known, dict) and known.get("size") == stat.st_size \
+            and known.get("mtime_ns") == stat.st_mtime_ns:
+        return known.get("sha256")
+    return None
+
+
+def _remember_sha256(source: Path, root: Path, digest: str) -> None:
+    """Best effort: a failure here only means hashing the file again on the next start."""
+    try:
+        try:
+            table = json.loads((root / _HASHES).read_text())
+        except (OSError, ValueError):
+            table = {}
+        stat = source.stat()
+        table[str(source.resolve())] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                                        "sha256": digest}
+        tmp = root / f".{_HASHES}.{os.getpid()}"
+        tmp.write_text(json.dumps(table, indent=1))
+        os.replace(tmp, root / _HASHES)
+    except (OSError, AttributeError):
+        pass
 
 
 def _sha256(path: Path) -> str:

@@ -4,6 +4,7 @@ mlx-lm; both weight modes agree; the result is reused, keyed by the file's conte
 from __future__ import annotations
 
 import json
+import os
 
 import mlx.core as mx
 import pytest
@@ -89,3 +90,13 @@ def test_a_gguf_path_in_the_config_resolves_to_the_converted_directory(small_ggu
     assert (resolved.path / MARKER).is_file()
     assert resolved.note == "small.Q4_1.gguf (GGUF)" and resolved.weights.startswith(
         ("float32", "quantized"))
+
+
+def test_a_file_changed_in_place_is_hashed_again(tmp_path):
+    source = write_gguf(tmp_path / "model.gguf", seed=0)
+    first = gguf_model_dir(source, tmp_path, model_id="m", mode="float32")
+    assert (tmp_path / "models" / "gguf-hashes.json").is_file()   # later starts skip hashing
+    write_gguf(source, seed=2)                                    # a new download, same name
+    os.utime(source, ns=(1, 1))                                   # whatever its mtime says
+    second = gguf_model_dir(source, tmp_path, model_id="m", mode="float32")
+    assert second.path != first.path

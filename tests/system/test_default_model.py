@@ -4,6 +4,8 @@ answers a simple question through the official SDK."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from conftest import System, free_port
@@ -40,6 +42,21 @@ def test_the_default_model_answers_a_simple_question(default_system):
                    "content": "What is the capital of France? Answer in one sentence."}])
     text = "".join(block.text for block in reply.content if block.type == "text")
     assert "Paris" in text, text
+    # the prefix cache and the kvstore work on the converted model as on any other
+    again = client.messages.create(
+        model="smollm2", max_tokens=24, extra_body={"temperature": 0},
+        messages=[{"role": "user",
+                   "content": "What is the capital of France? Answer in one sentence."}])
+    assert again.usage.cache_read_input_tokens > 0
+    assert "".join(b.text for b in again.content if b.type == "text") == text
+    # a prompt of more than one cache block (64 tokens here) is written to disk
+    client.messages.create(
+        model="smollm2", max_tokens=4, extra_body={"temperature": 0},
+        messages=[{"role": "user", "content": "Name three rivers of Europe. " * 20}])
+    deadline = time.monotonic() + 60
+    while not (default_system.service("kvstore")["info"] or {}).get("entries"):
+        assert time.monotonic() < deadline, "the kvstore got no cache file"
+        time.sleep(0.5)
 
 
 def test_status_says_which_model_runs_and_how_its_weights_are_held(default_system):
