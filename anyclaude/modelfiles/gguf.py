@@ -88,12 +88,6 @@ def gguf_model_dir(gguf: str | os.PathLike, cache_dir: str | os.PathLike, *, mod
     return converted
 
 
-def describe_converted(path: str | os.PathLike) -> str | None:
-    """The weights note of a converted directory ("float32 (dequantized from ...)"), else None."""
-    marker = _read_marker(Path(path))
-    return marker["weights"] if marker else None
-
-
 # -- conversion -----------------------------------------------------------------------------
 
 def _convert_into(source: Path, out: Path, digest: str, mode: str, model_id: str) -> GGUFModel:
@@ -156,7 +150,10 @@ def _write_model(source: Path, into: Path, digest: str, mode: str, model_id: str
     else:
         note = f"{file_type} (GGUF, not quantized)"
     config["anyclaude_gguf"]["weights"] = note
-    mx.save_safetensors(str(into / "model.safetensors"), weights, metadata={"format": "mlx"})
+    try:
+        mx.save_safetensors(str(into / "model.safetensors"), weights, metadata={"format": "mlx"})
+    except RuntimeError as exc:   # MLX reports a failed write (disk full) as RuntimeError
+        raise OSError(str(exc)) from None
     (into / "config.json").write_text(json.dumps(config, indent=2))
     (into / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
     (into / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))

@@ -105,3 +105,29 @@ def test_the_engine_process_stops_with_one_line_on_a_bad_gguf(tmp_path):
     assert done.returncode != 0
     assert "Traceback" not in done.stderr, done.stderr
     assert f"cannot use {source}: it has no chat template" in done.stderr, done.stderr
+
+
+_FULL_DISK = """
+import resource, signal, sys
+from anyclaude.errors import ModelLoadError
+from anyclaude.modelfiles.gguf import gguf_model_dir
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)           # a failed write, not a killed process
+resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))
+try:
+    gguf_model_dir(sys.argv[1], sys.argv[2], model_id="m", mode="float32")
+except ModelLoadError as exc:
+    print(exc)
+"""
+
+
+def test_a_write_that_fails_half_way_leaves_nothing_behind(tmp_path):
+    # RLIMIT_FSIZE makes every write past 150 KB fail (EFBIG), as a full disk would
+    source = write_gguf(tmp_path / "ok.gguf")
+    cache = tmp_path / "cache"
+    done = subprocess.run([sys.executable, "-c", _FULL_DISK, str(source), str(cache)],
+                          capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in done.stderr, done.stderr
+    message = done.stdout.strip()
+    assert "\n" not in message and str(source) in message and "failed" in message, message
+    assert "free disk space" in message
+    assert sorted(p.name for p in (cache / "models").iterdir()) == []
