@@ -21,6 +21,7 @@ from pathlib import Path
 import structlog
 
 from anyclaude import errors
+from anyclaude.token_count import Estimate
 
 from anyclaude.services.engine.backends.openai_translate import chat_messages, function_tools
 from anyclaude.prompt.template import ChatRenderer
@@ -33,10 +34,10 @@ IMAGE_TOKENS = 1000
 TOKENIZE_TIMEOUT_S = 5.0
 
 
-def estimate(request: dict) -> int:
+def estimate(request: dict) -> Estimate:
     size = len(json.dumps([request.get("system"), request.get("tools"), request.get("messages")],
                           ensure_ascii=False))
-    return int(size / CHARS_PER_TOKEN) + 1
+    return Estimate(int(size / CHARS_PER_TOKEN) + 1)
 
 
 class _Renderer(ChatRenderer):
@@ -147,7 +148,8 @@ class TokenCounter:
                 log.info("engine.count_no_tokenizer", model=self.model_id,
                          note="no local tokenizer and no /tokenize endpoint: counts are estimates")
         tokens = estimate(request)
-        log.info("engine.count_estimated", model=self.model_id, tokens=tokens)
+        log.warning("engine.count_estimated", model=self.model_id, tokens=int(tokens),
+                    note="no tokenizer: set models.<id>.tokenizer for exact counts")
         return tokens
 
     # -- the server's tokenizer --
@@ -162,10 +164,11 @@ class TokenCounter:
                     body["tools"] = tools
                 if self.extra_params:
                     body["chat_template_kwargs"] = {"enable_thinking": bool(request.get("thinking"))}
+                # Only vLLM answers chat messages with a "count". llama-server answers the same
+                # body 200 {"tokens": []} (it tokenizes the missing "content" as ""): taking
+                # that list's length made every count 0 (issue #20).
                 reply = self._post(request, "/tokenize", body)
                 count = reply.get("count") if isinstance(reply.get("count"), int) else None
-                if count is None and isinstance(reply.get("tokens"), list):
-                    count = len(reply["tokens"])
             else:
                 body = {"messages": messages, **({"tools": tools} if tools else {})}
                 prompt = self._post(request, "/apply-template", body).get("prompt")
@@ -177,7 +180,12 @@ class TokenCounter:
         except ValueError as exc:
             log.info("engine.count_endpoint_failed", model=self.model_id, method=method, error=str(exc))
             return None
-        return None if count is None else count + images * IMAGE_TOKENS
+        if count is None or count <= 0:   # a prompt always has tokens: this is no count
+            if count is not None:
+                log.info("engine.count_endpoint_failed", model=self.model_id, method=method,
+                         error=f"the server counted {count} tokens for a non-empty prompt")
+            return None
+        return count + images * IMAGE_TOKENS
 
     def _post(self, request: dict, path: str, body: dict) -> dict:
         """POST at the server root (a base URL's /v1 is dropped: these endpoints live above it)."""
