@@ -251,6 +251,7 @@ def test_count_with_llama_cpp_endpoints(fake):
         # This fake once answered 500 there, which hid that every count came out 0 (#20).
         return json_reply(200, {"tokens": list(range(len(body.get("content", ""))))})
 
+    fake.routes["/v1/chat/completions/input_tokens"] = json_reply(404, {"error": "older server"})
     fake.routes["/tokenize"] = tokenize
     fake.routes["/apply-template"] = lambda body: json_reply(
         200, {"prompt": "<s>" + body["messages"][-1]["content"]})
@@ -259,6 +260,15 @@ def test_count_with_llama_cpp_endpoints(fake):
     assert counted == len("<s>hello") and not is_estimate(counted)
     assert core.counter.method == "llamacpp"
     assert core.count(make_request("hi!")) == len("<s>hi!")
+
+
+def test_count_with_llama_server_input_tokens(fake):
+    fake.routes["/v1/chat/completions/input_tokens"] = lambda body: json_reply(
+        200, {"input_tokens": 7 + len(body["messages"]) + len(body.get("tools", [])),
+              "object": "response.input_tokens"})
+    core = core_for(fake)
+    assert core.count(make_request("hello", tools=[BASH])) == 7 + 2 + 1   # system + user, 1 tool
+    assert core.counter.method == "input_tokens" and not fake.requests("/tokenize")
 
 
 def test_count_falls_back_to_an_estimate_and_stops_asking(fake):

@@ -3,9 +3,10 @@
 1. a local tokenizer (``models.<id>.tokenizer``, else ``path`` when it is a local model
    directory): transformers' AutoTokenizer and the model's chat template, rendered by the
    MLX engine's ChatRenderer - exact when the server renders the same template;
-2. the server's own tokenizer: vLLM's ``POST /tokenize`` with the chat messages, or
-   llama.cpp's ``POST /apply-template`` then ``POST /tokenize``; the method that works is
-   remembered, and a server with neither is not asked again (one that cannot be reached is);
+2. the server's own tokenizer: llama-server's ``POST /v1/chat/completions/input_tokens``,
+   vLLM's ``POST /tokenize`` with the chat messages, or (older llama-servers)
+   ``POST /apply-template`` then ``POST /tokenize`` (special tokens added, as the server
+   does); the method that works is remembered, and a server with neither is not asked again (one that cannot be reached is);
 3. an estimate, JSON characters / 3.5, logged as ``engine.count_estimated``.
 
 Images cannot be rendered by a text tokenizer: each counts as IMAGE_TOKENS.
@@ -129,7 +130,7 @@ class TokenCounter:
         with self._lock:
             method = self.method
         reachable = True
-        for candidate in ([method] if method else ["vllm", "llamacpp"]):
+        for candidate in ([method] if method else ["input_tokens", "vllm", "llamacpp"]):
             if candidate in ("none", "local"):
                 break
             try:
@@ -158,7 +159,11 @@ class TokenCounter:
         messages = chat_messages(plain)
         tools = function_tools(plain)
         try:
-            if method == "vllm":
+            if method == "input_tokens":   # llama-server's count of a chat body, as it runs it
+                body = {"messages": messages, **({"tools": tools} if tools else {})}
+                count = self._post(request, "/v1/chat/completions/input_tokens", body).get("input_tokens")
+                count = count if isinstance(count, int) else None
+            elif method == "vllm":
                 body = {"model": self.model_name, "messages": messages, "add_generation_prompt": True}
                 if tools:
                     body["tools"] = tools
@@ -175,7 +180,7 @@ class TokenCounter:
                 if not isinstance(prompt, str):
                     return None
                 tokens = self._post(request, "/tokenize",
-                                    {"content": prompt, "add_special": False}).get("tokens")
+                                    {"content": prompt, "add_special": True}).get("tokens")
                 count = len(tokens) if isinstance(tokens, list) else None
         except ValueError as exc:
             log.info("engine.count_endpoint_failed", model=self.model_id, method=method, error=str(exc))
