@@ -131,6 +131,7 @@ class Count(Message):
 class Counted(Message):
     input_tokens: int
     context_window: int = 0
+    estimated: bool = False   # no tokenizer could count it: a guess from the request's size
 
 
 @kind

@@ -23,6 +23,7 @@ import structlog
 from anyclaude import bus, errors, messages
 from anyclaude.config import Settings
 from anyclaude.services.engine.core import Core
+from anyclaude.token_count import is_estimate
 
 log = structlog.get_logger()
 
@@ -96,17 +97,21 @@ class EngineService:
             self.count_pool.submit(self._count, call)
             return
         tokens = self.core.count(call.message.request)
-        call.send(messages.Counted(tokens, self.model_config.context_window))
+        call.send(self._counted(tokens))
 
     def _count(self, call: bus.Call) -> None:
         try:
             tokens = self.core.count(call.message.request)
-            call.send(messages.Counted(tokens, self.model_config.context_window))
+            call.send(self._counted(tokens))
         except errors.AnyclaudeError as exc:
             call.send(messages.Error(exc.type, exc.message, exc.retryable))
         except Exception as exc:
             log.exception("engine.count_failed")
             call.send(messages.Error("engine", f"count failed: {exc.__class__.__name__}: {exc}"))
+
+    def _counted(self, tokens: int) -> messages.Counted:
+        return messages.Counted(int(tokens), self.model_config.context_window,
+                                estimated=is_estimate(tokens))
 
     def _position(self, job: Job) -> int:
         """Requests ahead of this one (0: it runs next or now)."""

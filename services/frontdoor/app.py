@@ -23,6 +23,7 @@ import structlog
 
 from anyclaude import errors
 from anyclaude import messages as messages_mod
+from anyclaude import token_count
 from anyclaude.breaker import IGNORE, SUCCESS, Breaker
 from anyclaude.config import Settings
 
@@ -335,6 +336,9 @@ class _Messages:
             raise
         finally:
             self.breaker.record(outcome, trial=trial)
-        log.info("frontdoor.count_tokens", request_id=rid, model=request["model"],
-                 input_tokens=int(tokens))
+        estimated = token_count.is_estimate(tokens)
+        (log.warning if estimated else log.info)(
+            "frontdoor.count_tokens", request_id=rid, model=request["model"],
+            input_tokens=int(tokens), estimate=estimated)
+        resp.set_header(token_count.HEADER, "estimate" if estimated else "exact")
         resp.media = {"input_tokens": int(tokens)}

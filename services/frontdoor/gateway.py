@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 from anyclaude import bus, errors, messages
 from anyclaude.config import Settings
+from anyclaude.token_count import Estimate
 
 
 class _PerThread:
@@ -56,7 +57,7 @@ class BusEngines:
             raise errors.from_wire(reply.type, reply.message, reply.retryable)
         if not isinstance(reply, messages.Counted):
             raise errors.BadFrame(f"engine-{model_id} answered Count with {reply.kind}")
-        return reply.input_tokens
+        return Estimate(reply.input_tokens) if reply.estimated else reply.input_tokens
 
     def health(self) -> dict:
         """{model id: reachable} from a quick ping of each engine's service loop."""

@@ -7,6 +7,7 @@ import json
 from anyclaude import messages
 from anyclaude.services.engine.backends.anthropic_translate import messages_body
 from anyclaude.services.engine.backends.backend_anthropic import AnthropicCore
+from anyclaude.token_count import is_estimate
 
 from .bk_fake_server import Reply, anthropic_sse, json_reply
 from .conftest import BASH, READ, events_of, make_request, model_config, run, text_of
@@ -191,11 +192,13 @@ def test_trace_files_hold_no_key(fake, monkeypatch, tmp_path):
 def test_count_uses_count_tokens_and_estimates_when_it_fails(fake, monkeypatch):
     core = core_for(fake, monkeypatch)
     fake.routes["/v1/messages/count_tokens"] = json_reply(200, {"input_tokens": 1234})
-    assert core.count(make_request(tools=[BASH])) == 1234
+    exact = core.count(make_request(tools=[BASH]))
+    assert exact == 1234 and not is_estimate(exact)
     seen = fake.requests("/count_tokens")[0]
     assert "max_tokens" not in seen.body and "stream" not in seen.body and seen.body["tools"][0]["name"] == "Bash"
     fake.routes["/v1/messages/count_tokens"] = json_reply(500, {"error": {"message": "down"}})
-    assert core.count(make_request("x" * 700)) > 150
+    guessed = core.count(make_request("x" * 700))
+    assert guessed > 150 and is_estimate(guessed)
 
 
 def test_a_stream_that_ends_before_message_stop(fake, monkeypatch):

@@ -11,6 +11,7 @@ import pytest
 
 from anyclaude import messages
 from anyclaude.services.engine.backends.backend_openai import OpenAICore
+from anyclaude.token_count import is_estimate
 
 from .bk_fake_server import Reply, delta, json_reply, openai_sse, usage_chunk
 from .conftest import BASH, READ, events_of, make_request, model_config, run, text_of
@@ -244,25 +245,38 @@ def test_count_with_a_vllm_style_tokenize_endpoint(fake):
 
 
 def test_count_with_llama_cpp_endpoints(fake):
-    def tokenize(body):   # llama.cpp's /tokenize wants "content", not chat messages
-        if "content" not in body:
-            return json_reply(500, {"error": {"message": "\"content\" must be provided"}})
-        return json_reply(200, {"tokens": list(range(len(body["content"])))})
+    def tokenize(body):
+        # As the real llama-server does (checked in tests/system/test_llama_server.py): a body
+        # without "content" (vLLM's chat-messages form) is tokenized as "", 200 {"tokens": []}.
+        # This fake once answered 500 there, which hid that every count came out 0 (#20).
+        return json_reply(200, {"tokens": list(range(len(body.get("content", ""))))})
 
+    fake.routes["/v1/chat/completions/input_tokens"] = json_reply(404, {"error": "older server"})
     fake.routes["/tokenize"] = tokenize
     fake.routes["/apply-template"] = lambda body: json_reply(
         200, {"prompt": "<s>" + body["messages"][-1]["content"]})
     core = core_for(fake)
-    assert core.count(make_request("hello")) == len("<s>hello")
+    counted = core.count(make_request("hello"))
+    assert counted == len("<s>hello") and not is_estimate(counted)
     assert core.counter.method == "llamacpp"
     assert core.count(make_request("hi!")) == len("<s>hi!")
+
+
+def test_count_with_llama_server_input_tokens(fake):
+    fake.routes["/v1/chat/completions/input_tokens"] = lambda body: json_reply(
+        200, {"input_tokens": 7 + len(body["messages"]) + len(body.get("tools", [])),
+              "object": "response.input_tokens"})
+    core = core_for(fake)
+    assert core.count(make_request("hello", tools=[BASH])) == 7 + 2 + 1   # system + user, 1 tool
+    assert core.counter.method == "input_tokens" and not fake.requests("/tokenize")
 
 
 def test_count_falls_back_to_an_estimate_and_stops_asking(fake):
     core = core_for(fake)
     fake.routes["/tokenize"] = json_reply(404, {"error": "not found"})
     fake.routes["/apply-template"] = json_reply(404, {"error": "not found"})
-    assert core.count(make_request("x" * 350)) > 100
+    first = core.count(make_request("x" * 350))
+    assert first > 100 and is_estimate(first)
     asked = len(fake.requests())
     core.count(make_request())
     assert core.counter.method == "none" and len(fake.requests()) == asked

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "websearch"))
 from searxng_fake import FakeSearxng  # noqa: E402
 
 from anyclaude.tinymodel import ensure_tiny_model  # noqa: E402
+from llama_report import pytest_terminal_summary  # noqa: E402,F401  (llama tests not run: loud)
 
 CONTEXT_WINDOW = 32768
 

@@ -80,8 +80,9 @@ class AnthropicCore(UpstreamCore):
             log.info("engine.count_endpoint_failed", model=self.model_id, error=str(exc))
         finally:
             exchange.close()
-        tokens = estimate(request)
-        log.info("engine.count_estimated", model=self.model_id, tokens=tokens)
+        tokens = estimate(request)   # an Estimate: the front door says so in a header
+        log.warning("engine.count_estimated", model=self.model_id, tokens=int(tokens),
+                    note="the upstream's /v1/messages/count_tokens did not answer a count")
         return tokens
 
     # -- generate --

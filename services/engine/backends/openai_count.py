@@ -3,9 +3,10 @@
 1. a local tokenizer (``models.<id>.tokenizer``, else ``path`` when it is a local model
    directory): transformers' AutoTokenizer and the model's chat template, rendered by the
    MLX engine's ChatRenderer - exact when the server renders the same template;
-2. the server's own tokenizer: vLLM's ``POST /tokenize`` with the chat messages, or
-   llama.cpp's ``POST /apply-template`` then ``POST /tokenize``; the method that works is
-   remembered, and a server with neither is not asked again (one that cannot be reached is);
+2. the server's own tokenizer: llama-server's ``POST /v1/chat/completions/input_tokens``,
+   vLLM's ``POST /tokenize`` with the chat messages, or (older llama-servers)
+   ``POST /apply-template`` then ``POST /tokenize`` (special tokens added, as the server
+   does); the method that works is remembered, and a server with neither is not asked again (one that cannot be reached is);
 3. an estimate, JSON characters / 3.5, logged as ``engine.count_estimated``.
 
 Images cannot be rendered by a text tokenizer: each counts as IMAGE_TOKENS.
@@ -21,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from anyclaude import errors
+from anyclaude.token_count import Estimate
 
 from anyclaude.services.engine.backends.openai_translate import chat_messages, function_tools
 from anyclaude.prompt.template import ChatRenderer
@@ -33,10 +35,10 @@ IMAGE_TOKENS = 1000
 TOKENIZE_TIMEOUT_S = 5.0
 
 
-def estimate(request: dict) -> int:
+def estimate(request: dict) -> Estimate:
     size = len(json.dumps([request.get("system"), request.get("tools"), request.get("messages")],
                           ensure_ascii=False))
-    return int(size / CHARS_PER_TOKEN) + 1
+    return Estimate(int(size / CHARS_PER_TOKEN) + 1)
 
 
 class _Renderer(ChatRenderer):
@@ -128,7 +130,7 @@ class TokenCounter:
         with self._lock:
             method = self.method
         reachable = True
-        for candidate in ([method] if method else ["vllm", "llamacpp"]):
+        for candidate in ([method] if method else ["input_tokens", "vllm", "llamacpp"]):
             if candidate in ("none", "local"):
                 break
             try:
@@ -147,7 +149,8 @@ class TokenCounter:
                 log.info("engine.count_no_tokenizer", model=self.model_id,
                          note="no local tokenizer and no /tokenize endpoint: counts are estimates")
         tokens = estimate(request)
-        log.info("engine.count_estimated", model=self.model_id, tokens=tokens)
+        log.warning("engine.count_estimated", model=self.model_id, tokens=int(tokens),
+                    note="no tokenizer: set models.<id>.tokenizer for exact counts")
         return tokens
 
     # -- the server's tokenizer --
@@ -156,28 +159,38 @@ class TokenCounter:
         messages = chat_messages(plain)
         tools = function_tools(plain)
         try:
-            if method == "vllm":
+            if method == "input_tokens":   # llama-server's count of a chat body, as it runs it
+                body = {"messages": messages, **({"tools": tools} if tools else {})}
+                count = self._post(request, "/v1/chat/completions/input_tokens", body).get("input_tokens")
+                count = count if isinstance(count, int) else None
+            elif method == "vllm":
                 body = {"model": self.model_name, "messages": messages, "add_generation_prompt": True}
                 if tools:
                     body["tools"] = tools
                 if self.extra_params:
                     body["chat_template_kwargs"] = {"enable_thinking": bool(request.get("thinking"))}
+                # Only vLLM answers chat messages with a "count". llama-server answers the same
+                # body 200 {"tokens": []} (it tokenizes the missing "content" as ""): taking
+                # that list's length made every count 0 (issue #20).
                 reply = self._post(request, "/tokenize", body)
                 count = reply.get("count") if isinstance(reply.get("count"), int) else None
-                if count is None and isinstance(reply.get("tokens"), list):
-                    count = len(reply["tokens"])
             else:
                 body = {"messages": messages, **({"tools": tools} if tools else {})}
                 prompt = self._post(request, "/apply-template", body).get("prompt")
                 if not isinstance(prompt, str):
                     return None
                 tokens = self._post(request, "/tokenize",
-                                    {"content": prompt, "add_special": False}).get("tokens")
+                                    {"content": prompt, "add_special": True}).get("tokens")
                 count = len(tokens) if isinstance(tokens, list) else None
         except ValueError as exc:
             log.info("engine.count_endpoint_failed", model=self.model_id, method=method, error=str(exc))
             return None
-        return None if count is None else count + images * IMAGE_TOKENS
+        if count is None or count <= 0:   # a prompt always has tokens: this is no count
+            if count is not None:
+                log.info("engine.count_endpoint_failed", model=self.model_id, method=method,
+                         error=f"the server counted {count} tokens for a non-empty prompt")
+            return None
+        return count + images * IMAGE_TOKENS
 
     def _post(self, request: dict, path: str, body: dict) -> dict:
         """POST at the server root (a base URL's /v1 is dropped: these endpoints live above it)."""
