@@ -216,3 +216,37 @@ def test_resolve_tool_refuses_unknown_and_ambiguous():
     assert resolve_tool("dup", TOOLS)["name"] == "dup"
     assert resolve_tool("", TOOLS) is None
     assert resolve_tool(None, TOOLS) is None
+
+
+# -- repair_call: what the output parser uses (repairs, then passes the rest on) ----------
+
+from anyclaude.services.engine.parsing.schema_repair import repair_call  # noqa: E402
+
+CALL_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["path", "flags"],
+               "properties": {"path": {"type": "string"}, "count": {"type": "integer"},
+                              "flags": {"type": "object"}, "tags": {"type": "array", "items": {"type": "string"}},
+                              "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                              "force": {"type": "boolean"}}}
+
+
+def test_repair_call_repairs_python_literals_and_strings():
+    fixed, violations = repair_call({"path": "/a", "flags": "{'deep': True, 'x': None}",
+                                     "tags": "['a', 'b']", "count": "3", "force": "True"}, CALL_SCHEMA)
+    assert fixed == {"path": "/a", "flags": {"deep": True, "x": None}, "tags": ["a", "b"],
+                     "count": 3, "force": True}
+    assert violations == []
+
+
+def test_repair_call_passes_violations_on_with_reasons():
+    args = {"count": "many", "extra": 1, "tags": ["ok", 5.5, {"no": 1}]}
+    fixed, violations = repair_call(args, CALL_SCHEMA)
+    assert fixed == {"count": "many", "extra": 1, "tags": ["ok", "5.5", {"no": 1}]}
+    assert sorted(violations) == sorted([
+        "$.count: expected integer, got string", "$.extra: unknown field",
+        "$.tags[2]: expected string, got object",
+        "$.path: required field missing", "$.flags: required field missing"])
+    assert args == {"count": "many", "extra": 1, "tags": ["ok", 5.5, {"no": 1}]}  # not modified
+
+
+def test_repair_args_still_refuses():
+    assert repair_args({"count": "many"}, CALL_SCHEMA) == (None, "$.count: expected integer, got string")
