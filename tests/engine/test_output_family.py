@@ -130,3 +130,12 @@ def test_config_allows_every_family():
     from anyclaude.config import _ALLOWED
     from anyclaude.services.engine.parsing.toolcall_scan import KNOWN_FAMILIES
     assert set(_ALLOWED[("models", "tool_parser")]) == {"auto", *KNOWN_FAMILIES}
+
+
+def test_declared_family_reads_the_model_tokenizer_config(tmp_path):
+    from anyclaude.services.engine.parsing.output import declared_family
+    assert declared_family(tmp_path) == {}
+    (tmp_path / "tokenizer_config.json").write_text('{"tool_parser_type": "kimi_k2", "x": 1}')
+    assert choose_family(QWEN25, "qwen2", None, declared_family(tmp_path)) == "kimi_k2"
+    (tmp_path / "tokenizer_config.json").write_text("not json")
+    assert declared_family(tmp_path) == {}

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from pathlib import Path
 from typing import Callable, Iterable
 
 import structlog
@@ -40,7 +41,7 @@ from anyclaude.services.engine.parsing.toolcall_families import ALIASES, MARKERS
 from anyclaude.services.engine.parsing.toolcall_scan import FAMILIES, KNOWN_FAMILIES, ContentScanner
 from anyclaude.services.engine.parsing.toolcall_xml import parse_function, type_params
 
-__all__ = ["FAMILIES", "OutputParser", "choose_family", "new_tool_id"]
+__all__ = ["FAMILIES", "OutputParser", "choose_family", "declared_family", "new_tool_id"]
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -81,6 +82,15 @@ def _family_of(name: str) -> str:
         raise ValueError(f"unknown tool-call family {name!r}; allowed: auto, "
                          + ", ".join(KNOWN_FAMILIES))
     return ALIASES.get(family, family)
+
+
+def declared_family(model_dir) -> dict:
+    """The model's tokenizer_config.json (for its ``tool_parser_type``), or {}."""
+    try:
+        config = json.loads((Path(model_dir) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def choose_family(chat_template: str | None, model_type: str | None, override: str | None,

@@ -127,7 +127,7 @@ def processors(core, request: dict) -> list | None:
     vocab = vocab_of(core.tokenizer)
     plan = plan_for(core.family, vocab,
                     core.renderer.think_end if prompt.starts_in_thinking else None)
-    why = ("the model's tool-call family is 'none'" if plan is None
+    why = (f"no call head is forced for the tool-call family {core.family!r}" if plan is None
            else "the reply continues an assistant prefill" if prompt.prefill else None)
     if why is not None:
         log.warning("engine.tool_choice.unenforced", model=core.model_id, tool_choice=kind,
