@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from anyclaude.services.engine.parsing.toolcall_base import Candidate, Reader
-from anyclaude.services.engine.parsing.toolcall_json import JsonScanner, call_from_obj, load_json
+from anyclaude.services.engine.parsing.toolcall_json import call_from_obj, load_json
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ SPECS = {spec.name: spec for spec in (
                "<invoke name="),
     FamilySpec("gemma4", "<|tool_call>", "<tool_call|>", "gemma4", "call:", ('<|"|>',)),
     FamilySpec("function_gemma", "<start_function_call>", "<end_function_call>",
-               "function_gemma", None, ("<escape>",)),
+               "function_gemma", "call:", ("<escape>",)),   # mlx-lm reads the first call only
     FamilySpec("longcat", "<longcat_tool_call>", "</longcat_tool_call>", "longcat", None,
                ("<longcat_arg_key>", "</longcat_arg_key>", "<longcat_arg_value>",
                 "</longcat_arg_value>")),
@@ -102,9 +102,49 @@ def parse_deepseek(text: str, tools=None) -> list[dict]:
     return calls
 
 
+_CALL_HEAD = re.compile(r"[A-Za-z_][\w.]*\s*\(")
+
+
+def _pythonic_calls(text: str) -> int:
+    """How many calls the list opens at its top level (quote-aware)."""
+    depth, quote, count, i = 0, "", 0, 0
+    while i < len(text):
+        c = text[i]
+        if quote:
+            i += 2 if c == "\\" else 1
+            quote = "" if c == quote else quote
+            continue
+        if c in "'\"":
+            quote = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif depth == 1 and (m := _CALL_HEAD.match(text, i)) and (i == 0 or not text[i - 1].isalnum()):
+            count += 1
+            i = m.end() - 1
+            continue
+        i += 1
+    return count
+
+
+def parse_pythonic(text: str, tools=None):
+    """mlx-lm's pythonic parser; its regex fallback (for text that is not valid Python) reads
+    only the first call, so a list of several calls that is not valid Python is refused
+    rather than read as one call with the rest merged into its arguments."""
+    from mlx_lm.tool_parsers import pythonic
+    parsed = pythonic.parse_tool_call(text, tools)
+    calls = parsed if isinstance(parsed, list) else [parsed]
+    if len(calls) < _pythonic_calls(text[text.find("["):]):
+        raise ValueError("several calls that are not valid Python")
+    return parsed
+
+
 def parser_of(spec: FamilySpec) -> Callable:
     if spec.module is None:
         return parse_deepseek
+    if spec.name == "pythonic":
+        return parse_pythonic
     try:
         return importlib.import_module(f"mlx_lm.tool_parsers.{spec.module}").parse_tool_call
     except ImportError as exc:
@@ -164,16 +204,49 @@ def bare_pythonic_head(text: str, i: int) -> str | None:
     return m.group(1) if m else None
 
 
+class PythonBrackets:
+    """Where a Python list that starts at ``pos`` ends, across pieces of text: brackets
+    outside ``'…'`` / ``"…"`` strings (JsonScanner knows only double quotes)."""
+
+    def __init__(self, pos: int):
+        self.pos, self.depth, self.quote = pos, 0, ""
+
+    def run(self, text: str) -> tuple[str, int]:
+        i = self.pos
+        while i < len(text):
+            c = text[i]
+            if self.quote:
+                if c == "\\":
+                    if i + 1 == len(text):
+                        break
+                    i += 2
+                    continue
+                if c == self.quote:
+                    self.quote = ""
+            elif c in "'\"":
+                self.quote = c
+            elif c in "([{":
+                self.depth += 1
+            elif c in ")]}":
+                self.depth -= 1
+                if self.depth <= 0:
+                    self.pos = i + 1
+                    return "done", i + 1
+            i += 1
+        self.pos = i
+        return "wait", i
+
+
 @dataclass
 class BarePythonicReader(Reader):
     """``[name(a=1), other(b="x")]`` at a line start: ends where the bracket closes."""
 
     tools: tuple = ()
-    scanner: JsonScanner | None = None
+    scanner: PythonBrackets | None = None
 
     def step(self, final: bool) -> bool:
         if self.scanner is None:
-            self.scanner = JsonScanner(self.start)
+            self.scanner = PythonBrackets(self.start)
         state, j = self.scanner.run(self.raw)
         if state == "wait":
             return self.fail("pythonic call not closed by ]", incomplete=True) if final else False
