@@ -139,3 +139,11 @@ def test_declared_family_reads_the_model_tokenizer_config(tmp_path):
     assert choose_family(QWEN25, "qwen2", None, declared_family(tmp_path)) == "kimi_k2"
     (tmp_path / "tokenizer_config.json").write_text("not json")
     assert declared_family(tmp_path) == {}
+
+
+def test_family_from_vocabulary_when_the_template_names_no_markers():
+    lfm = {"<|im_start|>": 1, "<|tool_call_start|>": 2, "<|tool_call_end|>": 3}
+    assert choose_family(GEMMA, "lfm2", None, {}, lfm) == "pythonic"
+    xtml = {t: i for i, t in enumerate(("<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>"))}
+    assert choose_family(None, None, None, {}, xtml) == "kimi_k3"
+    assert choose_family(QWEN25, None, None, {}, lfm) == "hermes"   # the template decides first

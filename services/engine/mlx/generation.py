@@ -65,7 +65,8 @@ class EngineCore:
         try:
             self.family = choose_family(self.loaded.chat_template, self.loaded.model_type,
                                         None if tool_parser in ("", "auto") else tool_parser,
-                                        declared_family(self.loaded.path))
+                                        declared_family(self.loaded.path),
+                                        getattr(self.tokenizer, "get_vocab", dict)())
         except ValueError as exc:
             raise errors.ConfigError(f"models.{model_id}.tool_parser: {exc}") from None
         self.forcing = ForceRules(force_file)

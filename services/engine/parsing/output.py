@@ -30,7 +30,7 @@ import json
 import re
 import secrets
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Container, Iterable
 
 import structlog
 
@@ -94,10 +94,12 @@ def declared_family(model_dir) -> dict:
 
 
 def choose_family(chat_template: str | None, model_type: str | None, override: str | None,
-                  tokenizer_config: dict | None = None) -> str:
+                  tokenizer_config: dict | None = None, vocab: Container[str] = ()) -> str:
     """The tool-call format to parse: from ``override`` unless it is None or "auto", else
     the tokenizer config's ``tool_parser_type`` (as mlx-lm reads it), else from the markers
-    the chat template renders, else from the model type, else "none"."""
+    the chat template renders, else from the tokens the vocabulary has (LFM2.5 conversions
+    carry the call tokens without naming them in the template), else from the model type,
+    else "none"."""
     if override is not None and str(override).strip().lower() not in ("", "auto"):
         return _family_of(override)
     declared = (tokenizer_config or {}).get("tool_parser_type")
@@ -120,6 +122,10 @@ def choose_family(chat_template: str | None, model_type: str | None, override: s
         return "hermes"
     if "<|python_tag|>" in template or ("<|start_header_id|>" in template and '"parameters"' in template):
         return "llama3"
+    if all(t in vocab for t in ("<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>")):
+        return "kimi_k3"
+    if "<|tool_call_start|>" in vocab and "<|tool_call_end|>" in vocab:
+        return "pythonic"
     kind = (model_type or "").strip().lower()
     if kind.startswith("qwen"):
         return "hermes"
