@@ -18,6 +18,14 @@ something else, by family:
   mlx-lm families  the family's opening marker (toolcall_families.SPECS); pythonic also a
                  bare ``[known_tool(`` at a line start
 
+Why hermes, qwen3_coder, mistral and llama3 keep readers of their own rather than mlx-lm's
+json_tools / qwen3_coder / mistral parsers: those parse a finished text and are strict or
+lossy where models are not clean - json_tools is a plain ``json.loads`` (no raw newlines in
+strings, Python literals, stray brackets), qwen3_coder reads only the first ``<function=``
+of a section (a second one is dropped), neither finds a call whose wrapper is missing or
+fenced, and mlx-lm has no Llama 3 parser. The other families use mlx-lm's parsers
+(toolcall_families.py).
+
 Whitespace: text right after ``</think>`` or after a tool call loses its leading
 whitespace, and whitespace right before a tool call or ``<think>`` is dropped, so no
 whitespace-only text sits between blocks. Other text passes through unchanged.
