@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -250,3 +251,22 @@ def test_repair_call_passes_violations_on_with_reasons():
 
 def test_repair_args_still_refuses():
     assert repair_args({"count": "many"}, CALL_SCHEMA) == (None, "$.count: expected integer, got string")
+
+
+def test_parser_logs_each_repair_and_each_violation_passed_on():
+    from structlog.testing import capture_logs
+
+    from anyclaude.services.engine.parsing.output import OutputParser
+    tools = [{"name": "Tool", "input_schema": CALL_SCHEMA}]
+    parser = OutputParser(family="hermes", tools=tools, thinking=False)
+    text = ('<tool_call>{"name": "tool", "arguments": {"path": "/a", "count": "2", '
+            '"flags": "{\'x\': None}", "force": "maybe"}}</tool_call>')
+    with capture_logs() as logs:
+        events = parser.feed(text) + parser.finish()
+    assert [e["type"] for e in events] == ["tool_start", "tool_args", "tool_end"]
+    assert events[0]["name"] == "Tool"
+    assert json.loads(events[1]["json"]) == {"path": "/a", "count": 2, "flags": {"x": None}, "force": "maybe"}
+    repaired = [e for e in logs if e["event"] == "engine.toolcall.repaired"]
+    assert repaired and repaired[0]["called"] == "tool" and repaired[0]["fields"] == ["count", "flags"]
+    invalid = [e for e in logs if e["event"] == "engine.toolcall.invalid"]
+    assert invalid and invalid[0]["violations"] == ["$.force: expected boolean, got string"]

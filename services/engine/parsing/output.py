@@ -240,8 +240,10 @@ class OutputParser:
             return self._unparsed(item, "arguments hold a number JSON cannot carry (NaN, Infinity)")
         log = structlog.get_logger()
         if tool["name"] != item.name or fixed != args:
+            changed = sorted({k for k in fixed if k not in args or fixed[k] != args[k]}
+                             | {k for k in args if k not in fixed})
             log.info("engine.toolcall.repaired", tool=tool["name"], called=item.name,
-                     family=self.family)
+                     family=self.family, fields=changed)
         if violations:
             log.warning("engine.toolcall.invalid", tool=tool["name"], family=self.family,
                         violations=violations[:10], note="passed on for the client to reject")
