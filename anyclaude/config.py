@@ -141,7 +141,10 @@ _SECTIONS = {f.name: f.type for f in dataclasses.fields(Settings)
              if f.name not in ("models", "source")}
 _ALLOWED = {
     ("models", "kind"): ("mlx", "openai", "anthropic"),
-    ("models", "tool_parser"): ("auto", "hermes", "qwen3_coder", "mistral", "llama3", "none"),
+    ("models", "tool_parser"): ("auto", "hermes", "qwen3_coder", "mistral", "llama3", "pythonic",
+                                "glm47", "kimi_k2", "kimi_k3", "minimax_m2", "gemma4",
+                                "function_gemma", "longcat", "minicpm5", "muse_spark", "deepseek",
+                                "json_tools", "laguna", "none"),
     ("logging", "level"): ("debug", "info", "warning", "error"),
     ("models", "max_tokens_field"): ("max_tokens", "max_completion_tokens"),
 }

@@ -25,7 +25,10 @@ from anyclaude.services.engine.mlx.generation import EngineCore
 from anyclaude.services.engine.parsing.tool_choice import Plan, plan_for, vocab_of
 from anyclaude.services.frontdoor.parse import parse_request
 
-FAMILIES = ("hermes", "qwen3_coder", "mistral", "llama3")
+# kimi_k2's head is checked without the model (test_kimi_k2_head_reads_as_a_call): the tiny
+# tokenizer spells its markers (one token each in Kimi's vocabulary) in more tokens than the
+# tiny engine's 64 output tokens leave for the arguments.
+FAMILIES = ("hermes", "qwen3_coder", "mistral", "llama3", "glm47", "minimax_m2", "gemma4")
 PATH_SCHEMA = {"type": "object", "properties": {"path": {"type": "string"}}}
 TOOLS = [{"name": "Read", "input_schema": {**PATH_SCHEMA, "required": ["path"]}},
          {"name": "ReadMany", "input_schema": PATH_SCHEMA},
@@ -37,13 +40,21 @@ NAMES = [t["name"] for t in TOOLS]
 ARGS = {"hermes": ' {"path": "a.txt"}}\n</tool_call>',
         "qwen3_coder": "\n<parameter=path>\na.txt\n</parameter>\n</function>\n</tool_call>",
         "mistral": ' {"path": "a.txt"}}]',
-        "llama3": ' {"path": "a.txt"}}'}
+        "llama3": ' {"path": "a.txt"}}',
+        "glm47": "<arg_key>path</arg_key>\n<arg_value>a.txt</arg_value>\n</tool_call>",
+        "minimax_m2": '\n<parameter name="path">a.txt</parameter>\n</invoke>\n</minimax:tool_call>',
+        "gemma4": 'path:<|"|>a.txt<|"|>}<tool_call|>'}
 SECOND = {"hermes": ' {"path": "a.txt"}}\n</tool_call>\n<tool_call>\n'
                     '{"name": "Ping", "arguments": {}}\n</tool_call>',
           "qwen3_coder": "\n<parameter=path>\na.txt\n</parameter>\n</function>\n</tool_call>\n"
                          "<tool_call>\n<function=Ping>\n</function>\n</tool_call>",
           "mistral": ' {"path": "a.txt"}}, {"name": "Ping", "arguments": {}}]',
-          "llama3": ' {"path": "a.txt"}}\n{"name": "Ping", "parameters": {}}'}
+          "llama3": ' {"path": "a.txt"}}\n{"name": "Ping", "parameters": {}}',
+          "glm47": "<arg_key>path</arg_key>\n<arg_value>a.txt</arg_value>\n</tool_call>\n"
+                   "<tool_call>Ping\n</tool_call>",
+          "minimax_m2": '\n<parameter name="path">a.txt</parameter>\n</invoke>\n'
+                        '<invoke name="Ping">\n</invoke>\n</minimax:tool_call>',
+          "gemma4": 'path:<|"|>a.txt<|"|>}<tool_call|><|tool_call>call:Ping{}<tool_call|>'}
 
 
 class ScriptAfterHead:
@@ -126,7 +137,9 @@ def tool_uses(frames):
 def test_tool_choice_tool_makes_the_reply_start_with_a_call_of_that_tool(cores, family):
     plan = head(family)
     # "Read" is a prefix of "ReadMany": only the lead-in after the name tells them apart.
-    frames, raw = generate(cores[family], tool_choice={"type": "tool", "name": "Read"})
+    # max_tokens 64: the tiny tokenizer spells the longer markers (<minimax:tool_call>) in
+    # many tokens, and the whole head must fit.
+    frames, raw = generate(cores[family], tool_choice={"type": "tool", "name": "Read"}, max_tokens=64)
     assert raw.startswith(plan.opener + "Read" + plan.lead_in), raw
     assert isinstance(frames[-1], Done)
 
@@ -277,3 +290,14 @@ def test_thinking_enabled_with_forced_tool_use_is_refused_adaptive_passes():
     parsed = parse_request({**body, "tool_choice": {"type": "auto"},
                             "thinking": {"type": "enabled", "budget_tokens": 1024}})
     assert parsed.request["tool_choice"] == {"type": "auto"}
+
+
+def test_kimi_k2_head_reads_as_a_call():
+    from anyclaude.services.engine.parsing.output import OutputParser
+    plan = plan_for("kimi_k2", ())
+    for single in (False, True):
+        text = (plan.opener + "Read" + plan.lead_in + '{"path": "a.txt"}'
+                + (plan.close if single else "<|tool_call_end|><|tool_calls_section_end|>"))
+        parser = OutputParser(family="kimi_k2", tools=TOOLS, thinking=False)
+        events = parser.feed(text) + parser.finish()
+        assert [(e["name"]) for e in events if e["type"] == "tool_start"] == ["Read"]

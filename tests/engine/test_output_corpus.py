@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from anyclaude.services.engine.parsing.output import OutputParser
+from anyclaude.services.engine.parsing.output import FAMILIES, OutputParser
+from anyclaude.services.engine.parsing.toolcall_scan import TOOL_FAMILIES
 
 CORPUS = Path(__file__).parent / "corpus"
 TOOLS = json.loads((CORPUS / "tools.json").read_text(encoding="utf-8"))
@@ -103,8 +104,12 @@ def test_corpus_case(case):
         events, parser = run(case, [text])
     assert normalized(events) == expected
     warnings = [e for e in logs if e["log_level"] == "warning"]
-    assert len(warnings) == case.get("warnings", 0), warnings
-    assert all(w["event"] == "engine.toolcall.unparsed" and w["reason"] for w in warnings)
+    unparsed = [w for w in warnings if w["event"] == "engine.toolcall.unparsed"]
+    invalid = [w for w in warnings if w["event"] == "engine.toolcall.invalid"]
+    assert len(unparsed) == case.get("warnings", 0), warnings
+    assert len(invalid) == case.get("invalid", 0), warnings   # violations passed on
+    assert len(unparsed) + len(invalid) == len(warnings), warnings
+    assert all(w["reason"] for w in unparsed) and all(w["violations"] for w in invalid)
     calls = sum(1 for e in expected if e["type"] == "tool_start")
     assert parser.tool_calls == calls
     ids = [e["id"] for e in events if e["type"] == "tool_start"]
@@ -128,9 +133,24 @@ def test_corpus_case_chunked(case):
 
 def test_corpus_covers_every_family():
     families = {c.values[0]["family"] for c in CASES}
-    assert families == {"hermes", "qwen3_coder", "mistral", "llama3", "none"}
-    for family in ("hermes", "qwen3_coder", "mistral", "llama3"):
+    assert families == set(FAMILIES)
+    for family in FAMILIES:
+        if family == "none":
+            continue
         cases = [c.values[0] for c in CASES if c.values[0]["family"] == family]
-        assert len(cases) >= 10, family
+        assert len(cases) >= (10 if family in TOOL_FAMILIES else 4), family
         assert any(c.get("warnings") for c in cases), f"{family}: no malformed case"
+        assert any(c.get("truncated") for c in cases), f"{family}: no truncated-call case"
         assert any(sum("tool" in e for e in c["expected"]) >= 2 for c in cases), f"{family}: no two-call case"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.values[0].get("truncated")])
+def test_truncated_call_is_never_a_tool_use(case):
+    """A call cut by max_tokens / a stop sequence stays visible text in every family, and
+    still is when cut at any earlier point of the output."""
+    text = case["output"]
+    for k in range(1, len(text) + 1):
+        events, parser = run(case, [text[:k]])
+        assert parser.tool_calls == 0, text[:k]
+        shown = "".join(e["text"] for e in events if e["type"] in ("text", "thinking"))
+        assert shown.strip() or not text[:k].strip(), text[:k]

@@ -69,7 +69,7 @@ def test_override_wins(family):
     assert choose_family(None, None, family.upper()) == family
 
 
-@pytest.mark.parametrize("bad", ["deepseek", "json", "hermes2", "qwen3-coder"])
+@pytest.mark.parametrize("bad", ["harmony", "json", "hermes2", "qwen3-coder"])
 def test_unknown_override_names_the_allowed_values(bad):
     with pytest.raises(ValueError) as err:
         choose_family(QWEN25, None, bad)
@@ -81,4 +81,69 @@ def test_unknown_override_names_the_allowed_values(bad):
 
 def test_parser_rejects_unknown_family():
     with pytest.raises(ValueError, match="hermes"):
-        OutputParser(family="pythonic", tools=[], thinking=False)
+        OutputParser(family="harmony", tools=[], thinking=False)
+
+
+# Small template strings with the markers each family's real chat template renders (mlx-lm
+# reads the same markers, tokenizer_utils._infer_tool_parser).
+NEW_FAMILY_TEMPLATES = [
+    ("{{- '<minimax:tool_call>\\n<invoke name=\"' + tc.name + '\">' }}", "minimax_m2"),
+    ("{{- '<|tool_call>call:' + tc.name + '{' }}{{- '}<tool_call|>' }}", "gemma4"),
+    ("{{- '<start_function_call>call:' + tc.name }}", "function_gemma"),
+    ("{{- '<longcat_tool_call>' + tc.name }}", "longcat"),
+    ("{{- '<tool_call>' + tc.name }}{{- '<arg_key>' + k + '</arg_key>' }}", "glm47"),
+    ("{{- '<|tool_list_start|>' + tools|tojson + '<|tool_list_end|>' }}", "pythonic"),
+    ("{{- '<|tool_call_start|>[' + tc.name + '(' }}", "pythonic"),
+    ("{{- '<|tool_calls_section_begin|>' }}", "kimi_k2"),
+    ("{{- '<|open|>tools<|sep|>' }}", "kimi_k3"),
+    ("{{- '<function name=\"' + tc.name + '\">' }}{{- '<param name=\"' + k + '\">' }}", "minicpm5"),
+    ("{{- '<atem:function_calls>' }}", "muse_spark"),
+    ("{{- '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tc.type + '<｜tool▁sep｜>' }}", "deepseek"),
+]
+
+
+@pytest.mark.parametrize("template,family", NEW_FAMILY_TEMPLATES)
+def test_new_family_from_template_markers(template, family):
+    assert choose_family(template, None, None) == family
+
+
+def test_tokenizer_config_tool_parser_type_wins_over_the_template():
+    assert choose_family(QWEN25, "qwen2", None, {"tool_parser_type": "qwen3_coder"}) == "qwen3_coder"
+    assert choose_family(QWEN25, "qwen2", "hermes", {"tool_parser_type": "glm47"}) == "hermes"
+    with pytest.raises(ValueError, match="harmony"):
+        choose_family(QWEN25, None, None, {"tool_parser_type": "harmony"})
+
+
+@pytest.mark.parametrize("alias,family", [("json_tools", "hermes"), ("laguna", "glm47")])
+def test_mlx_lm_names_for_our_readers(alias, family):
+    assert choose_family(None, None, alias) == family
+    assert choose_family(None, None, None, {"tool_parser_type": alias}) == family
+    assert OutputParser(family=alias, tools=[], thinking=False).family == family
+
+
+@pytest.mark.parametrize("model_type,family", [("llama4", "pythonic"), ("deepseek_v3", "deepseek")])
+def test_new_family_from_model_type(model_type, family):
+    assert choose_family(None, model_type, None) == family
+
+
+def test_config_allows_every_family():
+    from anyclaude.config import _ALLOWED
+    from anyclaude.services.engine.parsing.toolcall_scan import KNOWN_FAMILIES
+    assert set(_ALLOWED[("models", "tool_parser")]) == {"auto", *KNOWN_FAMILIES}
+
+
+def test_declared_family_reads_the_model_tokenizer_config(tmp_path):
+    from anyclaude.services.engine.parsing.output import declared_family
+    assert declared_family(tmp_path) == {}
+    (tmp_path / "tokenizer_config.json").write_text('{"tool_parser_type": "kimi_k2", "x": 1}')
+    assert choose_family(QWEN25, "qwen2", None, declared_family(tmp_path)) == "kimi_k2"
+    (tmp_path / "tokenizer_config.json").write_text("not json")
+    assert declared_family(tmp_path) == {}
+
+
+def test_family_from_vocabulary_when_the_template_names_no_markers():
+    lfm = {"<|im_start|>": 1, "<|tool_call_start|>": 2, "<|tool_call_end|>": 3}
+    assert choose_family(GEMMA, "lfm2", None, {}, lfm) == "pythonic"
+    xtml = {t: i for i, t in enumerate(("<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>"))}
+    assert choose_family(None, None, None, {}, xtml) == "kimi_k3"
+    assert choose_family(QWEN25, None, None, {}, lfm) == "hermes"   # the template decides first

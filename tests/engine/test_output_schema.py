@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -216,3 +217,56 @@ def test_resolve_tool_refuses_unknown_and_ambiguous():
     assert resolve_tool("dup", TOOLS)["name"] == "dup"
     assert resolve_tool("", TOOLS) is None
     assert resolve_tool(None, TOOLS) is None
+
+
+# -- repair_call: what the output parser uses (repairs, then passes the rest on) ----------
+
+from anyclaude.services.engine.parsing.schema_repair import repair_call  # noqa: E402
+
+CALL_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["path", "flags"],
+               "properties": {"path": {"type": "string"}, "count": {"type": "integer"},
+                              "flags": {"type": "object"}, "tags": {"type": "array", "items": {"type": "string"}},
+                              "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                              "force": {"type": "boolean"}}}
+
+
+def test_repair_call_repairs_python_literals_and_strings():
+    fixed, violations = repair_call({"path": "/a", "flags": "{'deep': True, 'x': None}",
+                                     "tags": "['a', 'b']", "count": "3", "force": "True"}, CALL_SCHEMA)
+    assert fixed == {"path": "/a", "flags": {"deep": True, "x": None}, "tags": ["a", "b"],
+                     "count": 3, "force": True}
+    assert violations == []
+
+
+def test_repair_call_passes_violations_on_with_reasons():
+    args = {"count": "many", "extra": 1, "tags": ["ok", 5.5, {"no": 1}]}
+    fixed, violations = repair_call(args, CALL_SCHEMA)
+    assert fixed == {"count": "many", "extra": 1, "tags": ["ok", "5.5", {"no": 1}]}
+    assert sorted(violations) == sorted([
+        "$.count: expected integer, got string", "$.extra: unknown field",
+        "$.tags[2]: expected string, got object",
+        "$.path: required field missing", "$.flags: required field missing"])
+    assert args == {"count": "many", "extra": 1, "tags": ["ok", 5.5, {"no": 1}]}  # not modified
+
+
+def test_repair_args_still_refuses():
+    assert repair_args({"count": "many"}, CALL_SCHEMA) == (None, "$.count: expected integer, got string")
+
+
+def test_parser_logs_each_repair_and_each_violation_passed_on():
+    from structlog.testing import capture_logs
+
+    from anyclaude.services.engine.parsing.output import OutputParser
+    tools = [{"name": "Tool", "input_schema": CALL_SCHEMA}]
+    parser = OutputParser(family="hermes", tools=tools, thinking=False)
+    text = ('<tool_call>{"name": "tool", "arguments": {"path": "/a", "count": "2", '
+            '"flags": "{\'x\': None}", "force": "maybe"}}</tool_call>')
+    with capture_logs() as logs:
+        events = parser.feed(text) + parser.finish()
+    assert [e["type"] for e in events] == ["tool_start", "tool_args", "tool_end"]
+    assert events[0]["name"] == "Tool"
+    assert json.loads(events[1]["json"]) == {"path": "/a", "count": 2, "flags": {"x": None}, "force": "maybe"}
+    repaired = [e for e in logs if e["event"] == "engine.toolcall.repaired"]
+    assert repaired and repaired[0]["called"] == "tool" and repaired[0]["fields"] == ["count", "flags"]
+    invalid = [e for e in logs if e["event"] == "engine.toolcall.invalid"]
+    assert invalid and invalid[0]["violations"] == ["$.force: expected boolean, got string"]

@@ -29,7 +29,7 @@ from anyclaude.services.engine.parsing import tool_choice
 from anyclaude.services.engine.envelope import run_generate
 from anyclaude.services.engine.mlx.forcing import ForcedText, ForceRules, encode_exact
 from anyclaude.services.engine.mlx.model import load_model
-from anyclaude.services.engine.parsing.output import OutputParser, choose_family
+from anyclaude.services.engine.parsing.output import OutputParser, choose_family, declared_family
 from anyclaude.services.engine.streamtext import EventBatcher, IncrementalDecoder, StopMatcher
 from anyclaude.prompt.template import ChatRenderer
 
@@ -64,7 +64,9 @@ class EngineCore:
         self._render_lock = threading.Lock()
         try:
             self.family = choose_family(self.loaded.chat_template, self.loaded.model_type,
-                                        None if tool_parser in ("", "auto") else tool_parser)
+                                        None if tool_parser in ("", "auto") else tool_parser,
+                                        declared_family(self.loaded.path),
+                                        getattr(self.tokenizer, "get_vocab", dict)())
         except ValueError as exc:
             raise errors.ConfigError(f"models.{model_id}.tool_parser: {exc}") from None
         self.forcing = ForceRules(force_file)

@@ -8,7 +8,8 @@ Repairs (each keeps the model's meaning):
 - a string where a number / integer / boolean is expected, when it parses ("10", "1.5",
   "True"); an integral float where an integer is expected (10.0 -> 10);
 - a number where a string is expected (10 -> "10");
-- a JSON string where an object or array is expected ('{"a": 1}' -> {"a": 1});
+- a JSON string where an object or array is expected ('{"a": 1}' -> {"a": 1}), also written
+  as a Python literal ("{'a': True}" -> {"a": true}); "None" where null is allowed;
 - a single value where an array is expected, when it fits the items ("a.py" -> ["a.py"]);
 - ``null`` for an optional field that does not allow null: the field is dropped;
 - a key or enum value that differs only in letter case from exactly one declared one;
@@ -19,6 +20,12 @@ Refused: a required field missing (or null), a field the schema forbids
 outside an ``enum`` / ``const``. Numeric ranges, lengths, ``pattern`` and ``format`` are not
 checked: the client validates those and answers the model with an error it can act on.
 
+``repair_call`` is what the output parser uses: it repairs the same way but passes what it
+cannot repair on as it is, with the list of violations, because a ``tool_use`` the client
+rejects (Claude Code answers it with an error tool_result the model can act on) keeps the
+agent loop going, where text would end the turn. ``repair_args`` refuses instead (upstream
+backends use it).
+
 Supported keywords: type (also lists), properties, required, additionalProperties, items
 (schema or tuple form), enum, const, anyOf / oneOf (first branch that fits, exact fits
 first), allOf, and local ``$ref`` (``#/$defs/…``, ``#/definitions/…``).
@@ -26,6 +33,7 @@ first), allOf, and local ``$ref`` (``#/$defs/…``, ``#/definitions/…``).
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import math
@@ -61,6 +69,26 @@ def repair_args(args: Any, schema: dict | None) -> tuple[Any, str | None]:
         return _Checker(schema, repair=True).fix(copy.deepcopy(args), schema, "$"), None
     except Refused as exc:
         return None, str(exc)
+
+
+def repair_call(args: dict, schema: dict | None) -> tuple[dict, list[str]]:
+    """``args`` repaired against the schema, and what still violates it (passed on as is)."""
+    schema = schema if isinstance(schema, dict) else {}
+    checker = _Checker(schema, repair=True, violations=[])
+    try:
+        fixed = checker.fix(copy.deepcopy(args), schema, "$")
+    except Refused as exc:
+        return copy.deepcopy(args), [str(exc)]
+    return fixed, checker.violations
+
+
+def _python_literal(text: str) -> Any:
+    """A Python literal the model wrote for a JSON value, as JSON data (else None)."""
+    try:
+        value = ast.literal_eval(text)
+        return json.loads(json.dumps(value, allow_nan=False))
+    except Exception:  # noqa: BLE001 - anything literal_eval or dumps raises means "no"
+        return None
 
 
 def _type_name(value: Any) -> str:
@@ -125,9 +153,22 @@ def _allows_null(schema: Any) -> bool:
 
 
 class _Checker:
-    def __init__(self, root: dict, *, repair: bool):
+    """``violations`` None: refuse at the first problem. A list: record each problem there
+    and keep the value as it is (lenient, see ``repair_call``)."""
+
+    def __init__(self, root: dict, *, repair: bool, violations: list[str] | None = None):
         self.root = root
         self.repair = repair
+        self.violations = violations
+
+    def _fix_or_keep(self, value: Any, schema: Any, path: str) -> Any:
+        if self.violations is None:
+            return self.fix(value, schema, path)
+        try:
+            return self.fix(value, schema, path)
+        except Refused as exc:
+            self.violations.append(str(exc))
+            return value
 
     def _deref(self, schema: dict, path: str) -> dict:
         seen = 0
@@ -179,9 +220,10 @@ class _Checker:
             except Refused:
                 continue
         if self.repair:
+            strict = _Checker(self.root, repair=True)
             for branch in branches:
                 try:
-                    return self.fix(copy.deepcopy(value), branch, path)
+                    return strict.fix(copy.deepcopy(value), branch, path)
                 except Refused:
                     continue
         raise Refused(f"{path}: matches none of the allowed shapes")
@@ -197,6 +239,8 @@ class _Checker:
                     parsed = json.loads(text, strict=False)
                 except ValueError:
                     parsed = None
+                if parsed is None and text[:1] in "{[":
+                    parsed = _python_literal(text)
                 if any(_is_type(parsed, k) for k in kinds if k in ("object", "array")):
                     return parsed
             if "integer" in kinds:
@@ -263,17 +307,23 @@ class _Checker:
                 optional = name not in required
                 if item is None and optional and self.repair and not _allows_null(self._deref(props[name], where)):
                     continue  # null for an optional field: the model meant "not given"
-                out[name] = self.fix(item, props[name], where)
+                out[name] = self._fix_or_keep(item, props[name], where)
             elif extra is False:
-                raise Refused(f"{where}: unknown field")
+                self._refuse(f"{where}: unknown field")
+                out[name] = item
             elif isinstance(extra, dict):
-                out[name] = self.fix(item, extra, where)
+                out[name] = self._fix_or_keep(item, extra, where)
             else:
                 out[name] = item
         for name in required:
             if name not in out:
-                raise Refused(f"{path}.{name}: required field missing")
+                self._refuse(f"{path}.{name}: required field missing")
         return out
+
+    def _refuse(self, reason: str) -> None:
+        if self.violations is None:
+            raise Refused(reason)
+        self.violations.append(reason)
 
     def _array(self, value: list, schema: dict, path: str) -> list:
         items = schema.get("items")
@@ -282,10 +332,10 @@ class _Checker:
             out = []
             for i, item in enumerate(value):
                 sub = items[i] if i < len(items) else extra
-                out.append(self.fix(item, sub, f"{path}[{i}]"))
+                out.append(self._fix_or_keep(item, sub, f"{path}[{i}]"))
             return out
         if isinstance(items, (dict, bool)):
-            return [self.fix(item, items, f"{path}[{i}]") for i, item in enumerate(value)]
+            return [self._fix_or_keep(item, items, f"{path}[{i}]") for i, item in enumerate(value)]
         return value
 
 

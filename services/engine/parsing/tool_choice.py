@@ -9,6 +9,11 @@ so the decoder and the output parser see them exactly as if the model had chosen
   mistral      ``[TOOL_CALLS]`` NAME ``[ARGS]`` (tokenizers with an ``[ARGS]`` token), else
                ``[TOOL_CALLS][{"name": "`` NAME ``", "arguments":``
   llama3       ``{"name": "`` NAME ``", "parameters":``
+  glm47        ``<tool_call>`` NAME ``\n``
+  kimi_k2      ``<|tool_calls_section_begin|><|tool_call_begin|>functions.`` NAME
+               ``:0<|tool_call_argument_begin|>``
+  minimax_m2   ``<minimax:tool_call>\n<invoke name="`` NAME ``">``
+  gemma4       ``<|tool_call>call:`` NAME ``{``
 
 The opener is forced as its own canonical tokens. For the name, each step allows only the
 tokens whose text continues one of the allowed ``NAME + lead-in`` strings ("tool": the one
@@ -16,11 +21,13 @@ tool, "any": every offered tool), so the model picks the tool and its own tokeni
 the choice ends when one string is complete. The arguments are then sampled freely: the
 model writes them and the parser checks them against the schema as usual (a model that
 writes no valid arguments still ends up with its raw text, as with tool_choice auto).
-With ``disable_parallel_tool_use`` the call's end is tracked (its JSON closes, or, for XML,
-``</function>`` outside a parameter) and EOS is forced there.
+With ``disable_parallel_tool_use`` the call's end is tracked (its JSON closes, for XML
+``</function>`` outside a parameter, else the family's end marker) and EOS is forced there.
 
-Not enforced (logged as ``engine.tool_choice.unenforced``): family "none" (no call syntax)
-and an assistant prefill (the reply continues the client's text). When the prompt ends
+Not enforced (logged as ``engine.tool_choice.unenforced``): family "none" (no call syntax),
+the families whose head depends on the model more than the family (pythonic: LFM2 markers or
+Llama 4's bare list; deepseek: the V3 and V3.1 forms; kimi_k3, longcat, function_gemma,
+minicpm5, muse_spark: no head written yet), and an assistant prefill (the reply continues the client's text). When the prompt ends
 inside an opened think block, the opener first closes it: forced tool use does not think,
 as in the real API.
 """
@@ -46,8 +53,19 @@ FORCING = ("any", "tool")
 class Plan:
     opener: str       # forced as its canonical tokens
     lead_in: str      # follows the name; the name choice ends with it
-    end: str          # how the call's end is found: "json" or "xml"
+    end: str          # how the call's end is found: "json", "xml", or the marker ending it
     close: str = ""   # forced after the call's end when parallel calls are disabled
+
+
+_MARKER_PLANS = {
+    "glm47": Plan("<tool_call>", "\n", "</tool_call>"),
+    "kimi_k2": Plan("<|tool_calls_section_begin|><|tool_call_begin|>functions.",
+                    ":0<|tool_call_argument_begin|>", "json",
+                    close="<|tool_call_end|><|tool_calls_section_end|>"),
+    "minimax_m2": Plan('<minimax:tool_call>\n<invoke name="', '">', "</invoke>",
+                       close="\n</minimax:tool_call>"),
+    "gemma4": Plan("<|tool_call>call:", "{", "<tool_call|>"),
+}
 
 
 def plan_for(family: str, vocab_texts, think_end: str | None = None) -> Plan | None:
@@ -63,6 +81,8 @@ def plan_for(family: str, vocab_texts, think_end: str | None = None) -> Plan | N
         plan = Plan('[TOOL_CALLS][{"name": "', '", "arguments":', "json", close="]")
     elif family == "llama3":
         plan = Plan('{"name": "', '", "parameters":', "json")
+    elif family in _MARKER_PLANS:
+        plan = _MARKER_PLANS[family]
     else:
         return None
     if think_end:
@@ -127,7 +147,7 @@ def processors(core, request: dict) -> list | None:
     vocab = vocab_of(core.tokenizer)
     plan = plan_for(core.family, vocab,
                     core.renderer.think_end if prompt.starts_in_thinking else None)
-    why = ("the model's tool-call family is 'none'" if plan is None
+    why = (f"no call head is forced for the tool-call family {core.family!r}" if plan is None
            else "the reply continues an assistant prefill" if prompt.prefill else None)
     if why is not None:
         log.warning("engine.tool_choice.unenforced", model=core.model_id, tool_choice=kind,
@@ -210,6 +230,10 @@ class ForcedCall:
         self.text += text
         if self.scanner is not None:
             return self.scanner.run(self.text)[0] == "done"
+        if self.plan.end != "xml":   # the family's end marker
+            at = self.text.find(self.plan.end, self.seen)
+            self.seen = max(self.seen, len(self.text) - len(self.plan.end))
+            return at >= 0
         while True:
             at = self.text.find(FUNC_CLOSE, self.seen)
             if at < 0:

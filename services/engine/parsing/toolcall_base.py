@@ -25,6 +25,9 @@ class Candidate:
     Qwen3-Coder XML calls (``xml=True``), whose values are typed by the schema later.
     ``error`` is set when the text could not be read as a call; ``raw`` is always the exact
     text the call was read from, shown to the user as is when the call is not usable.
+    ``incomplete``: the output ended before the call was closed (max_tokens, a stop
+    sequence): such a call is never executed. ``body``: the XML function text, read again
+    once the tool's parameter names are known.
     """
 
     raw: str
@@ -32,13 +35,15 @@ class Candidate:
     args: Any = None
     xml: bool = False
     error: str | None = None
+    incomplete: bool = False
+    body: str | None = None
 
 
 @dataclass
 class Reader:
     raw: str
     start: int = 0                  # where the call's own marker begins in ``raw``
-    fenced: bool = False            # a markdown fence was opened just before it
+    closer: str | None = None       # a fence / wrapper tag opened just before it, closed after
     end: int | None = None
     items: list[Candidate] = field(default_factory=list)
 
@@ -49,9 +54,9 @@ class Reader:
         """Consume what can be consumed; True once ``end`` and ``items`` are set."""
         raise NotImplementedError
 
-    def fail(self, reason: str, end: int | None = None) -> bool:
+    def fail(self, reason: str, end: int | None = None, incomplete: bool = False) -> bool:
         self.end = len(self.raw) if end is None else end
-        self.items = [Candidate(raw=self.raw[:self.end], error=reason)]
+        self.items = [Candidate(raw=self.raw[:self.end], error=reason, incomplete=incomplete)]
         return True
 
 

@@ -137,19 +137,21 @@ def call_from_obj(obj: Any, raw: str) -> Candidate:
     return Candidate(raw=raw, name=name.strip(), args=args)
 
 
-def array_items(text: str) -> list[tuple[Any, str]] | None:
-    """The elements of a JSON array with the exact text of each, or None if it is not one."""
-    s = text.strip()
-    if not s.startswith("["):
+def array_items(text: str) -> list[tuple[Any, int]] | None:
+    """The elements of a JSON array with where each starts in ``text``, or None if it is
+    not one."""
+    s = text.rstrip()
+    i = skip_ws(s, 0)
+    if not s.startswith("[", i):
         return None
-    out: list[tuple[Any, str]] = []
-    i = skip_ws(s, 1)
+    out: list[tuple[Any, int]] = []
+    i = skip_ws(s, i + 1)
     try:
         if s[i] == "]":
             return out
         while True:
             value, j = _DECODER.raw_decode(s, i)
-            out.append((value, s[i:j]))
+            out.append((value, i))
             i = skip_ws(s, j)
             if s[i] == ",":
                 i = skip_ws(s, i + 1)
@@ -165,7 +167,11 @@ def candidates(body: str, raw: str) -> list[Candidate]:
     """Every call in a JSON body: one object, or an array of them."""
     items = array_items(body)
     if items is not None and len(items) > 1:
-        return [call_from_obj(value, piece) for value, piece in items]
+        # Each element's text runs to the next element, the first from the start of the raw
+        # text and the last to its end: a refused element shows with its brackets and commas.
+        at = raw.find(body)
+        cuts = [0] + [at + start for _, start in items[1:]] + [len(raw)]
+        return [call_from_obj(value, raw[cuts[k]:cuts[k + 1]]) for k, (value, _) in enumerate(items)]
     if items is not None and len(items) == 1:
         return [call_from_obj(items[0][0], raw)]
     value, error = load_json(body)
@@ -254,7 +260,7 @@ class TagReader(Reader):
             if found is None:
                 return False
             body_end, self.end = found
-            self.items = xml_candidates(raw[self.body:body_end], raw[:self.end])
+            self.items = xml_candidates(raw[self.body:body_end], raw[:self.end], cut=self.xml.cut)
             return True
         # Neither JSON nor XML follows: only the tag is taken, the rest is read as usual.
         return self.fail("<tool_call> is not followed by JSON or <function=", self.body)
@@ -271,7 +277,7 @@ class TagReader(Reader):
                 close = raw.find(TAG_CLOSE, self.body)
                 if close >= 0:
                     return self._close(close, close + len(TAG_CLOSE))
-                return self._close(len(raw), len(raw))
+                return self._close(len(raw), len(raw), cut=True)
             self.json_end = j
         k = j = self.json_end
         while j < len(raw) and raw[j] in " \t\r\n}]":  # stray closing brackets are common
@@ -285,9 +291,11 @@ class TagReader(Reader):
             return False
         return self._close(k, k)  # the closing tag is missing: the call ends with its JSON
 
-    def _close(self, body_end: int, end: int) -> bool:
+    def _close(self, body_end: int, end: int, cut: bool = False) -> bool:
         self.end = end
         self.items = candidates(self.raw[self.body:body_end], self.raw[:end])
+        for item in self.items:
+            item.incomplete = cut
         return True
 
 
@@ -314,7 +322,7 @@ class ObjectReader(Reader):
         if self.json_end is None:
             state, j = self.scanner.run(raw)
             if state == "wait":
-                return self._close(len(raw), len(raw)) if final else False
+                return self._close(len(raw), len(raw), cut=True) if final else False
             self.json_end = j
         k = self.json_end
         j = skip_ws(raw, k)
@@ -327,12 +335,13 @@ class ObjectReader(Reader):
             return self._close(k, j + 1) if final else False
         return self._close(k, after if raw[after] == "{" else k)
 
-    def _close(self, body_end: int, end: int) -> bool:
+    def _close(self, body_end: int, end: int, cut: bool = False) -> bool:
         self.end = end
         body = self.raw[self.obj:body_end]
         value, error = load_json(body)
         if error is not None:
-            self.items = [Candidate(raw=self.raw[:end], error=error)]
+            self.items = [Candidate(raw=self.raw[:end], error=error, incomplete=cut)]
         else:
             self.items = [call_from_obj(value, self.raw[:end])]
+            self.items[0].incomplete = cut
         return True

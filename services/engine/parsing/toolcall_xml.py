@@ -17,7 +17,13 @@ Where a call ends is decided conservatively, so that closing tags inside values 
 it: ``</function>`` counts only right after a ``</parameter>`` (or right after the function
 header), and ``</tool_call>`` only outside a parameter value. A value cannot hold
 ``</parameter>`` itself (nor can it for Qwen3-Coder's own parser). When the output ends
-without a proper end, the first ``</tool_call>`` (or the end) is taken.
+without a proper end, the first ``</tool_call>`` is taken; with none at all the call was cut
+(max_tokens, a stop sequence) and is marked incomplete: it is never executed.
+
+A value holding a literal ``</parameter>\n<parameter=x>`` is split there only when ``x`` is a
+parameter of the tool (``parse_function(known=…)``, read again once the tool is known).
+``<function=NAME>{json}</function>`` (a JSON body in the XML head, seen from Qwen fine-tunes)
+is read too.
 """
 
 from __future__ import annotations
@@ -37,8 +43,15 @@ TAG_CLOSE = "</tool_call>"
 
 _HEAD = re.compile(r"<function=\s*[\"']?([^>\s\"']+)[\"']?\s*>")
 _HEAD_ONLY = re.compile(r"<function=[^>]*>\s*")
+_HEAD_JSON = re.compile(r"<function=[^>]*>\s*\{.*\}", re.DOTALL)
 _SPLIT = re.compile(r"</function>\s*(?=<function=)")
 _HOLD = max(len(FUNC_CLOSE), len(TAG_CLOSE)) - 1
+
+
+def _ends_function(before: str) -> bool:
+    """Can a ``</function>`` after ``before`` (the stripped body so far) end the function?"""
+    return before.endswith(PARAM_CLOSE) or bool(_HEAD_ONLY.fullmatch(before)
+                                                 or _HEAD_JSON.fullmatch(before))
 
 
 def _in_open_param(body: str) -> bool:
@@ -53,6 +66,7 @@ class XmlEnd:
     body: int
     pos: int
     tagged: bool
+    cut: bool = False        # the output ended with the call still open
 
     def step(self, raw: str, final: bool) -> tuple[int, int] | None:
         """(end of body, end of call) once known, else None (wait for more text)."""
@@ -64,7 +78,7 @@ class XmlEnd:
                 return self._final(raw) if final else None
             if at_func >= 0 and (at_tag < 0 or at_func < at_tag):
                 before = raw[self.body:at_func].strip()
-                if before.endswith(PARAM_CLOSE) or _HEAD_ONLY.fullmatch(before):
+                if _ends_function(before):
                     k = at_func + len(FUNC_CLOSE)
                     j = skip_ws(raw, k)
                     if j == len(raw):
@@ -90,6 +104,7 @@ class XmlEnd:
             at = raw.find(TAG_CLOSE, self.body)
             if at >= 0:
                 return at, at + len(TAG_CLOSE)
+        self.cut = True
         return len(raw), len(raw)
 
 
@@ -106,7 +121,8 @@ class FunctionReader(Reader):
         if found is None:
             return False
         body_end, self.end = found
-        self.items = xml_candidates(self.raw[self.start:body_end], self.raw[:self.end])
+        self.items = xml_candidates(self.raw[self.start:body_end], self.raw[:self.end],
+                                    cut=self.xml.cut)
         return True
 
 
@@ -119,15 +135,25 @@ def _strip_one_newline(value: str) -> str:
     return value
 
 
-def _value_end(inner: str, start: int) -> tuple[int, int]:
+def _next_param(inner: str, after: int, known: set[str] | None) -> bool:
+    """Does a parameter the tool has (any, when ``known`` is None) open at ``after``?"""
+    if not inner.startswith(PARAM_OPEN, after):
+        return False
+    if known is None:
+        return True
+    q = inner.find(">", after)
+    return q >= 0 and inner[after + len(PARAM_OPEN):q].strip().strip("\"'") in known
+
+
+def _value_end(inner: str, start: int, known: set[str] | None = None) -> tuple[int, int]:
     """Where a value that starts at ``start`` ends, and where reading goes on. The value
-    ends at the first ``</parameter>`` followed by another parameter or the end of the
-    function; failing that at the first ``</parameter>``; failing that (a missing closing
-    tag) at the next ``<parameter=`` or the end."""
+    ends at the first ``</parameter>`` followed by another (known) parameter or the end of
+    the function; failing that at the first ``</parameter>``; failing that (a missing
+    closing tag) at the next ``<parameter=`` or the end."""
     first = at = inner.find(PARAM_CLOSE, start)
     while at >= 0:
         after = skip_ws(inner, at + len(PARAM_CLOSE))
-        if after == len(inner) or inner.startswith(PARAM_OPEN, after):
+        if after == len(inner) or _next_param(inner, after, known):
             return at, at + len(PARAM_CLOSE)
         at = inner.find(PARAM_CLOSE, at + 1)
     if first >= 0:
@@ -136,8 +162,9 @@ def _value_end(inner: str, start: int) -> tuple[int, int]:
     return (nxt, nxt) if nxt >= 0 else (len(inner), len(inner))
 
 
-def parse_function(text: str) -> tuple[str, list[tuple[str, str]]] | str:
-    """``<function=NAME>…`` -> (name, [(key, raw value)]), or an error message."""
+def parse_function(text: str, known: set[str] | None = None) -> tuple[str, list | dict] | str:
+    """``<function=NAME>…`` -> (name, [(key, raw value)]), or (name, {json args}) for a JSON
+    body, or an error message. ``known``: the tool's parameter names, when known."""
     s = text.strip()
     m = _HEAD.match(s)
     if m is None:
@@ -145,6 +172,8 @@ def parse_function(text: str) -> tuple[str, list[tuple[str, str]]] | str:
     inner = s[m.end():].rstrip()
     if inner.endswith(FUNC_CLOSE):
         inner = inner[:-len(FUNC_CLOSE)]
+    if inner.lstrip().startswith("{"):
+        return _json_body(m.group(1), inner)
     params: list[tuple[str, str]] = []
     i = 0
     while True:
@@ -161,9 +190,17 @@ def parse_function(text: str) -> tuple[str, list[tuple[str, str]]] | str:
             return "parameter without a name"
         if any(k == key for k, _ in params):    # which value is meant? show it as text
             return f"parameter {key!r} given twice"
-        end, i = _value_end(inner, q + 1)
+        end, i = _value_end(inner, q + 1, known)
         params.append((key, _strip_one_newline(inner[q + 1:end])))
     return m.group(1), params
+
+
+def _json_body(name: str, inner: str) -> tuple[str, dict] | str:
+    from anyclaude.services.engine.parsing.toolcall_json import load_json  # (imports this module)
+    value, error = load_json(inner)
+    if error is not None:
+        return error
+    return (name, value) if isinstance(value, dict) else "arguments are not a JSON object"
 
 
 def _split_functions(body: str) -> list[str]:
@@ -172,24 +209,26 @@ def _split_functions(body: str) -> list[str]:
     segments, start = [], 0
     for m in _SPLIT.finditer(body):
         before = body[start:m.start()].strip()
-        if before.endswith(PARAM_CLOSE) or _HEAD_ONLY.fullmatch(before):
+        if _ends_function(before):
             segments.append(body[start:m.start() + len(FUNC_CLOSE)])
             start = m.end()
     segments.append(body[start:])
     return segments
 
 
-def xml_candidates(body: str, raw: str) -> list[Candidate]:
-    """Every function in an XML call body (normally one)."""
+def xml_candidates(body: str, raw: str, cut: bool = False) -> list[Candidate]:
+    """Every function in an XML call body (normally one). ``cut``: the body was not closed."""
     segments = _split_functions(body)
     out = []
     for seg in segments:
         parsed = parse_function(seg)
         piece = raw if len(segments) == 1 else seg
         if isinstance(parsed, str):
-            out.append(Candidate(raw=piece, error=parsed))
+            out.append(Candidate(raw=piece, error=parsed, incomplete=cut))
         else:
-            out.append(Candidate(raw=piece, name=parsed[0], args=parsed[1], xml=True))
+            xml = isinstance(parsed[1], list)
+            out.append(Candidate(raw=piece, name=parsed[0], args=parsed[1], xml=xml,
+                                 body=seg if xml else None, incomplete=cut))
     return out
 
 
@@ -214,7 +253,7 @@ def _convert(value: str, schema: Any) -> Any:
         return value  # not a declared parameter: leave it to the schema check
     kinds = _kinds(schema)
     if "string" in kinds:
-        return None if value.strip() == "null" and "null" in kinds else value
+        return None if value.strip() in ("null", "None") and "null" in kinds else value
     try:
         parsed = json.loads(value.strip(), strict=False)
     except ValueError:
