@@ -351,9 +351,11 @@ def logs(name: str | None, lines: int, follow: bool) -> None:
 # --- commands other modules provide -----------------------------------------------------
 
 def _add_optional_commands() -> None:
-    """`claude`, `env` and `cache` live in their own modules; a missing one is skipped."""
+    """`claude`, `env`, `cache`, `pull` and `models` live in their own modules; a missing
+    one is skipped."""
     for module, names in (("anyclaude.cli_claude", ("claude_command", "env_command")),
-                          ("anyclaude.cli_cache", ("cache",))):
+                          ("anyclaude.cli_cache", ("cache",)),
+                          ("anyclaude.cli_models", ("pull", "models"))):
         try:
             found = importlib.import_module(module)
         except ImportError:

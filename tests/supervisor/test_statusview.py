@@ -26,3 +26,11 @@ def test_websearch_summary_says_whether_searxng_is_reachable():
 def test_unknown_or_odd_info_falls_back_to_the_raw_fields():
     assert service_summary("frontdoor", {"breaker": "closed"}) == "breaker=closed"
     assert "model=" in service_summary("engine-x", {"model": "x", "cache": "odd"})
+
+
+def test_engine_summary_shows_a_model_download_while_starting():
+    info = {"model": "qwen", "download": [{"repo": "mlx-community/Qwen3-4B-4bit", "done": 512 * 2**20,
+                                           "total": 2048 * 2**20, "rate_bps": 8 * 2**20,
+                                           "eta_s": 192}]}
+    text = service_summary("engine-qwen", info)
+    assert text == "downloading mlx-community/Qwen3-4B-4bit 512MB/2048MB (25%) 8.0MB/s eta 3m12s"
