@@ -100,7 +100,8 @@ def ready_lines(p: Plan) -> list[str]:
     if address is None:
         return [f"anyclaude is ready ({len(p.services)} services)."]
     return [f"anyclaude is ready: {address}",
-            f"Point Claude Code at it: `anyclaude claude`, or ANTHROPIC_BASE_URL={address} claude"]
+            f"Point Claude Code at it: `anyclaude claude`, or ANTHROPIC_BASE_URL={address} claude",
+            f"Status page: {address}/status  (Prometheus: {address}/metrics)"]
 
 
 def already_running(pid: int) -> Failed:
