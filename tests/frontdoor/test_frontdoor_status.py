@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import httpx2 as httpx
@@ -15,9 +17,13 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from anyclaude import errors
+from anyclaude.services.frontdoor.metrics import SystemStatus
 from anyclaude.services.frontdoor.statuspage import check_access
 
 from .fd_helpers import make_settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from headless_chromium import browse  # noqa: E402
 
 KEY = "sk-status-key-93f1c2"
 SECRET = "PROMPT-SECRET-the-user-wrote-this"
@@ -126,3 +132,26 @@ def test_nothing_of_the_prompt_or_the_key_is_shown_or_logged(make_door):
     assert len(done) == 2
     for text in bodies + [json.dumps(done, default=str)]:
         assert SECRET not in text and KEY not in text
+
+
+def test_page_in_a_browser_shows_a_download_and_keeps_odd_text_inert(make_door, tmp_path):
+    """What the supervisor reports while an engine downloads its model, rendered by Chromium;
+    a reason carrying markup stays text (the page never parses data as HTML)."""
+    evil = "</script><img src=x onerror=\"document.title='owned'\"><b id=injected>x</b>"
+    status = {"supervisor": {"state": "running", "uptime_s": 12.0, "pid": 1},
+              "services": [
+                  {"name": "kvstore", "kind": "kvstore", "state": "ready", "pid": 10,
+                   "restarts": 0, "info": {"bytes": 0, "budget": 2**30}},
+                  {"name": "engine-local-main", "kind": "engine", "state": "starting", "pid": 11,
+                   "restarts": 1, "reason": evil,
+                   "info": {"model": "local-main", "download": [
+                       {"repo": "mlx-community/Some-Model-4bit", "done": 3 * 2**30,
+                        "total": 4 * 2**30, "rate_bps": 50 * 2**20, "eta_s": 20}]}}]}
+    door = make_door(system=SystemStatus(fetch=lambda: status))
+    dom = browse(door.url + "/status", tmp_path / "profile", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert "downloading mlx-community/Some-Model-4bit  3.0 GB of 4.0 GB (75%)" in html, html
+    assert re.search(r'class="bar"><div style="width:75\.0%', html)
+    assert 'id="injected"' not in html and "<title>anyclaude status</title>" in html
+    assert "&lt;/script&gt;&lt;img src=x" in html     # shown as the text it is

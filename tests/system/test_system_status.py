@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
+import sys
 from pathlib import Path
 
 import httpx2 as httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from headless_chromium import browse  # noqa: E402
 
 SYSTEM_A = "You check the status page. " * 30
 SYSTEM_B = "An unrelated system prompt about gardening. " * 30
@@ -79,29 +81,9 @@ def test_status_json_tells_hits_and_where_a_miss_diverged(system, served):
     assert engine["device"].startswith("Device(") and engine["context_window"] == 32768
 
 
-def chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def browser(binary: str, url: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args, url],
-        capture_output=True, text=True, timeout=120)
-
-
 def test_page_renders_in_a_real_browser(system, served, tmp_path):
-    binary = chromium()
-    if binary is None:
-        pytest.skip("Chromium is not installed: scripts/setup --test installs Debian's chromium "
-                    "when it runs as root with apt; else install chromium yourself")
     url = system.url + "/status"
-    dom = browser(binary, url, tmp_path / "profile", "--dump-dom")
+    dom = browse(url, tmp_path / "profile", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
     rows = re.findall(r'<tr data-request="(req_[0-9a-f]+)"', html)
@@ -115,6 +97,6 @@ def test_page_renders_in_a_real_browser(system, served, tmp_path):
     shot_dir = Path(os.environ.get("ANYCLAUDE_SCREENSHOT_DIR") or tmp_path)
     shot_dir.mkdir(parents=True, exist_ok=True)
     shot = shot_dir / "status-page.png"
-    taken = browser(binary, url, tmp_path / "profile", f"--screenshot={shot}",
+    taken = browse(url, tmp_path / "profile", f"--screenshot={shot}",
                     "--window-size=1400,1100", "--hide-scrollbars")
     assert taken.returncode == 0 and shot.stat().st_size > 10_000, taken.stderr[-2000:]
