@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from anyclaude import config, errors
+from anyclaude import config, errors, logs
 from anyclaude.modelfiles import hub
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -61,6 +61,9 @@ def pull(target: str) -> None:
     if cached is not None:
         click.echo(f"{repo} is already in the local cache: {cached}")
         return
+    from huggingface_hub.utils import disable_progress_bars
+    disable_progress_bars()     # ours is the one bar (theirs would draw over it)
+    logs.configure("cli")       # warnings on stderr; info lines would break the bar
     result: dict = {}
     worker = threading.Thread(target=_download, args=(repo, target, result), daemon=True)
     worker.start()

@@ -23,10 +23,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anyclaude.errors import ModelLoadError
-from anyclaude.logs import get_logger
+import structlog
 
-log = get_logger()
+from anyclaude.errors import ModelLoadError
+
+log = structlog.get_logger()   # a lazy proxy: follows logs.configure() done after this import
 
 
 @dataclass
