@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import httpx2 as httpx
@@ -50,15 +51,20 @@ def served(system):
 
 def test_metrics_come_from_the_processes_and_move(system, served):
     before = served
-    after = httpx.get(system.url + "/metrics", timeout=30).text
+    hits = lambda text: sum(sample(text, "anyclaude_cache_hits_total", {"model": "tiny", "tier": t})
+                            or 0 for t in ("memory", "disk"))
+    deadline = time.monotonic() + 10     # heartbeats come every second
+    while True:
+        after = httpx.get(system.url + "/metrics", timeout=30).text
+        if hits(after) >= hits(before) + 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     ok = {"model": "tiny", "status": "200", "stop_reason": "end_turn"}
     assert (sample(after, "anyclaude_requests_total", ok) or 0) \
         - (sample(before, "anyclaude_requests_total", ok) or 0) == 3
     # from the engine's heartbeat, through the supervisor
     assert sample(after, "anyclaude_service_state", {"service": "engine-tiny", "state": "ready"}) == 1
     assert sample(after, "anyclaude_service_restarts_total", {"service": "kvstore"}) == 0
-    hits = lambda text: sum(sample(text, "anyclaude_cache_hits_total", {"model": "tiny", "tier": t})
-                            or 0 for t in ("memory", "disk"))
     assert hits(after) >= hits(before) + 1
     assert sample(after, "anyclaude_cache_bytes", {"model": "tiny", "tier": "memory"}) > 0
     assert sample(after, "anyclaude_engine_queue_depth", {"model": "tiny"}) == 0
