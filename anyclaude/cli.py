@@ -100,7 +100,8 @@ def ready_lines(p: Plan) -> list[str]:
     if address is None:
         return [f"anyclaude is ready ({len(p.services)} services)."]
     return [f"anyclaude is ready: {address}",
-            f"Point Claude Code at it: `anyclaude claude`, or ANTHROPIC_BASE_URL={address} claude"]
+            f"Point Claude Code at it: `anyclaude claude`, or ANTHROPIC_BASE_URL={address} claude",
+            f"Status page: {address}/status  (Prometheus: {address}/metrics)"]
 
 
 def already_running(pid: int) -> Failed:
@@ -351,9 +352,11 @@ def logs(name: str | None, lines: int, follow: bool) -> None:
 # --- commands other modules provide -----------------------------------------------------
 
 def _add_optional_commands() -> None:
-    """`claude`, `env` and `cache` live in their own modules; a missing one is skipped."""
+    """`claude`, `env`, `cache`, `pull` and `models` live in their own modules; a missing
+    one is skipped."""
     for module, names in (("anyclaude.cli_claude", ("claude_command", "env_command")),
-                          ("anyclaude.cli_cache", ("cache",))):
+                          ("anyclaude.cli_cache", ("cache",)),
+                          ("anyclaude.cli_models", ("pull", "models"))):
         try:
             found = importlib.import_module(module)
         except ImportError:

@@ -97,9 +97,13 @@ class Delta(Message):
 @kind
 @dataclass(frozen=True)
 class Done(Message):
+    """``cache`` (optional): how the prompt cache served this prompt, for the status page:
+    {reused, source: memory|disk|none, prompt_tokens, diverged_at, closest_match,
+    diverged_in: system+tools|messages} - token positions only, never prompt text."""
     stop_reason: str
     stop_sequence: str | None = None
     usage: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)
 
 
 @kind

@@ -25,7 +25,22 @@ def _mb(n) -> str:
     return f"{(n or 0) / 2**20:.0f}MB"
 
 
+def download_text(d: dict) -> str:
+    """A model download in progress, as `anyclaude status` and `up` show it."""
+    total, done = d.get("total") or 0, d.get("done") or 0
+    text = f"downloading {d.get('repo')} {_mb(done)}/{_mb(total)}"
+    if total:
+        text += f" ({done / total:.0%})"
+    if d.get("rate_bps"):
+        text += f" {d['rate_bps'] / 2**20:.1f}MB/s"
+    if d.get("eta_s") is not None:
+        text += f" eta {duration(d['eta_s'])}"
+    return text
+
+
 def _engine(i: dict) -> list[str]:
+    if i.get("download"):
+        return [download_text(d) for d in i["download"]]
     cache = i.get("cache") or {}
     rate = cache.get("hit_rate")
     return [f"model={i.get('model')}", f"blas={i.get('blas')}", f"queue={i.get('queue', 0)}",

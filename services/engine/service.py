@@ -217,15 +217,23 @@ class EngineService:
 
     def info(self) -> dict:
         from anyclaude import blas
+        from anyclaude.modelfiles import hub
         cache = self.core.cache_stats() if self.core is not None else {}
         looked = cache.get("hits", 0) + cache.get("misses", 0)
-        return {"model": self.model_id, "blas": blas.active_blas(),
-                "queue": self.queue.qsize(), "busy": bool(self.running),
-                "running": len(self.running),
-                "load_error": self.load_error, **self.model_facts, **self.counters,
-                "cache": {"hit_rate": round(cache.get("hits", 0) / looked, 3) if looked else None,
-                          **{k: cache[k] for k in ("hits", "misses", "disk_hits", "reused_tokens",
-                                                   "cached_tokens", "bytes", "entries") if k in cache}}}
+        out = {"model": self.model_id, "blas": blas.active_blas(), "kind": self.model_config.kind,
+               "device": _device(self.model_config.kind),
+               "context_window": self.model_config.context_window,
+               "queue": self.queue.qsize(), "busy": bool(self.running),
+               "running": len(self.running),
+               "load_error": self.load_error, **self.model_facts, **self.counters,
+               "cache": {"hit_rate": round(cache.get("hits", 0) / looked, 3) if looked else None,
+                         **{k: cache[k] for k in ("hits", "misses", "disk_hits", "reused_tokens",
+                                                  "cached_tokens", "bytes", "budget", "entries")
+                            if k in cache}}}
+        download = hub.progress() if self.core is None else None
+        if download:   # heartbeats flow while the model downloads (state starting)
+            out["download"] = download
+        return out
 
     def run(self) -> None:
         worker = threading.Thread(target=self.generation_loop, name="generation", daemon=True)
@@ -235,6 +243,17 @@ class EngineService:
             self.core.close()
         if self.load_error:
             raise SystemExit(2)
+
+
+def _device(kind: str) -> str:
+    """Where the model runs: MLX's default device, or the upstream for remote kinds."""
+    if kind != "mlx":
+        return "upstream"
+    try:
+        import mlx.core as mx
+        return str(mx.default_device())
+    except Exception:   # the status must never fail over this
+        return "unknown"
 
 
 def _concurrency(cfg) -> int:

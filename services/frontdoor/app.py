@@ -31,7 +31,10 @@ from . import auth, parse, search_loop, search_route, sse
 from .admission import Admission, slots_for
 from .catalog import Catalog
 from .inflight import InFlight, request_key
+from .metrics import Metrics, SystemStatus
+from .records import Recorder, optimizer_notes
 from .relay import Call, Relay, outcome_of
+from .statuspage import MetricsPage, StatusData, StatusPage
 from .stream import public_error
 from .upstate import EngineWatch
 
@@ -60,7 +63,8 @@ def create_app(*, settings: Settings, engines, optimizer=None, breaker: Breaker,
                clock: Callable[[], float] = time.monotonic, stall_after_s: float = 240.0,
                progress_ping_s: float = 1.0, write_deadline_s: float | None = None,
                duplicate_wait_s: float = 10.0, early_grace_s: float = 0.25,
-               search=None, watch: EngineWatch | None = None) -> FrontDoorApp:
+               search=None, watch: EngineWatch | None = None,
+               system: SystemStatus | None = None) -> FrontDoorApp:
     """The WSGI app.
 
     stall_after_s: seconds without a content event before a keepalive content event
@@ -76,6 +80,7 @@ def create_app(*, settings: Settings, engines, optimizer=None, breaker: Breaker,
         (search_loop.py); None answers them `unavailable`.
     watch: what the supervisor says about the engines (upstate.EngineWatch); by default it
         asks the supervisor's control socket, when there is one.
+    system: the supervisor's status for /status and /metrics (metrics.SystemStatus).
 
     Admission (admission.py): engine.queue_size requests wait per engine, beyond its slots;
     ``app.capacity`` is the sum, and the server starts at least that many threads + 4.
@@ -96,13 +101,22 @@ def create_app(*, settings: Settings, engines, optimizer=None, breaker: Breaker,
                   write_deadline=write_deadline_s if write_deadline_s is not None
                   else settings.timeouts.idle_s, early_grace=early_grace_s, clock=clock,
                   admission=admission, watch=watch)
+    recorder = relay.recorder = Recorder()
     app = FrontDoorApp(middleware=[_Middleware(settings)])
+    system = system or SystemStatus()
+    metrics = Metrics(system, lambda: snapshot(app))
+    recorder.listeners.append(metrics.observe)
+    status_page = StatusPage(settings, StatusData(settings, recorder, system,
+                                                  lambda: snapshot(app)))
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.default_media_type = "application/json"
     app.add_error_handler(Exception, _on_error)
     app.add_error_handler(falcon.HTTPError, _on_error)
     messages = _Messages(settings, catalog, engines, optimizer, breaker, inflight, relay, search)
     app.add_route("/", _Root())
+    app.add_route("/status", status_page)
+    app.add_route("/status.json", status_page, suffix="json")
+    app.add_route("/metrics", MetricsPage(settings, metrics))
     app.add_route("/health", _Health(engines, breaker, inflight, relay))
     app.add_route("/v1/messages", messages)
     app.add_route("/v1/messages/count_tokens", messages, suffix="count")
@@ -110,6 +124,7 @@ def create_app(*, settings: Settings, engines, optimizer=None, breaker: Breaker,
     app.add_route("/v1/models/{model_id}", _Models(catalog), suffix="one")
     app.relay, app.inflight, app.breaker = relay, inflight, breaker  # for shutdown and tests
     app.admission, app.watch, app.capacity = admission, watch, capacity
+    app.recorder, app.metrics = recorder, metrics
     return app
 
 
@@ -166,6 +181,11 @@ def _on_error(req, resp, ex, params):
         resp.set_header("retry-after-ms", str(int(wait * 1000)))
     resp.media = sse.error_body(kind, message, request_id)
     resp.stream = None
+    record = getattr(req.context, "record", None)
+    if record is not None:     # refused before the engine call: the record ends here
+        recorder, record = record
+        recorder.fail(record, status, kind)
+        recorder.finish(record)
     log.info("frontdoor.error", request_id=request_id, status=status, error_type=kind,
              message=message)
 
@@ -268,6 +288,9 @@ class _Messages:
         searching = search_route.dedicated_search(decoded, parsed.request)
         if searching is not None:
             return self._search(req, resp, searching, parsed.stream, requested)
+        record = self.relay.recorder.begin(rid, requested, parsed.stream)
+        record.local = local
+        req.context.record = (self.relay.recorder, record)
         # Refusals come first and at once: breaker open, the engine's queue full.
         offered, web_tool = search_loop.offer(parsed.request)   # the model may search
         trial = self.breaker.allow()
@@ -287,9 +310,11 @@ class _Messages:
             raise
         log.info("frontdoor.request", request_id=rid, model=requested, local=request["model"],
                  stream=parsed.stream, messages=len(request["messages"]))
+        record.local = request["model"]
+        record.optimizer = optimizer_notes(getattr(self.optimizer, "last_notes", list)())
         call = Call(request_id=rid, message_id=new_id("msg_"), requested_model=requested,
                     model_id=request["model"], request=request, ticket=ticket, trial=trial,
-                    place=place, engine_stream=search_loop.engine_stream(
+                    place=place, record=record, engine_stream=search_loop.engine_stream(
                         self.engines, web_tool, request, self._searcher, request_id=rid,
                         optimizer=self.optimizer, asked=offered))
         if not parsed.stream:

@@ -100,4 +100,9 @@ class BusOptimizer:
                                     "retry shortly", retry_after=2.0) from None
         if not isinstance(reply, messages.Optimized):
             raise errors.BadFrame(f"optimizer answered Optimize with {reply.kind}")
+        self._clients._local.notes = reply.notes
         return reply.request
+
+    def last_notes(self) -> list:
+        """The optimizer's notes on this thread's last request (for the request record)."""
+        return getattr(self._clients._local, "notes", None) or []

@@ -42,7 +42,8 @@ from . import sse
 from .admission import Admission, Place
 from .assemble import Assembler
 from .inflight import InFlight, Ticket
-from .stream import END, Body, Job, SSEWriter
+from .records import Record, Recorder
+from .stream import END, Body, Job, SSEWriter, public_error
 from .upstate import EngineWatch
 
 log = structlog.get_logger()
@@ -78,6 +79,7 @@ class Call:
     trial: bool              # this call is the breaker's half-open trial
     place: Place | None = None   # its place in the engine's admission queue
     engine_stream: Callable | None = None   # replaces engines.stream (the search loop)
+    record: Record | None = None            # for the status page, /metrics and the log
 
 
 class Relay:
@@ -99,6 +101,7 @@ class Relay:
         self._watchdog: threading.Thread | None = None
         self.retries = 0
         self.clients_cut = 0       # stalled clients cut off at the write deadline
+        self.recorder = Recorder()
 
     # -- the engine call, shared by both paths --
     def _frames(self, call: Call, gone: Callable[[], bool]) -> Iterator[messages.Message]:
@@ -117,8 +120,10 @@ class Relay:
                     for frame in frames:
                         if isinstance(frame, (messages.Delta, messages.Done)):
                             output = True
+                            self.recorder.first_output(call.record)
                         if isinstance(frame, messages.Done):
                             outcome = SUCCESS
+                            self.recorder.done(call.record, frame)
                         yield frame
                     return
                 except (errors.EngineFailed, errors.ServiceUnavailable) as exc:
@@ -134,12 +139,16 @@ class Relay:
                     frames.close()   # in this thread: bus.Client.stream sends Cancel if unfinished
         except Exception as exc:   # not GeneratorExit: a consumer that stops is neutral
             outcome = outcome_of(exc)
+            status, kind, _ = public_error(self._cancelled(call, exc)
+                                           if isinstance(exc, errors.Cancelled) else exc)
+            self.recorder.fail(call.record, status, kind)
             raise
         finally:
             self.breaker.record(outcome, trial=call.trial)
             if call.place is not None:
                 self.admission.leave(call.place)
             self.inflight.leave(call.ticket)
+            self.recorder.finish(call.record)
 
     def _check_engine(self, call: Call, gone: Callable[[], bool], *, patient: bool) -> None:
         """A suspected engine that is down: an error at once - but a request that already
@@ -197,6 +206,7 @@ class Relay:
         if call.place is not None:
             self.admission.leave(call.place)
         self.inflight.leave(call.ticket)
+        self.recorder.finish(call.record)
 
     def _cancelled(self, call: Call, exc: errors.Cancelled) -> AnyclaudeError:
         if call.ticket.superseded.is_set():

@@ -42,6 +42,7 @@ class Child:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.started_at = self.ready_at = self.heartbeat_at = 0.0
+        self.moved_at = 0.0       # a model download last made progress (extends ready_timeout)
         self.info: dict = {}
         self.reason = ""
         self.stderr_tail: list[str] = []
@@ -89,6 +90,7 @@ class Child:
         self.starts += 1
         self.state, self.reason = "starting", ""
         self.started_at, self.ready_at, self.heartbeat_at, self.info = now, 0.0, 0.0, {}
+        self.moved_at = now
         log.info("supervisor.child.started", child=self.name, child_pid=self.proc.pid,
                  restarts=self.restarts)
 
@@ -114,6 +116,8 @@ class Child:
     def heartbeat(self, pid: int, info: dict) -> None:
         if self.state in ("starting", "ready") and self.ours(pid):
             self.heartbeat_at = self.clock()
+            if self.state == "starting" and _downloaded(info) > _downloaded(self.info):
+                self.moved_at = self.heartbeat_at
             self.info = info
 
     def stop(self, then: str = "stopped") -> None:
@@ -145,8 +149,10 @@ class Child:
         if self.state in ("starting", "ready") and self.proc.poll() is not None:
             self._reap()
             self._fail(_exit_text(self.proc.returncode), now)
-        elif self.state == "starting" and now - self.started_at > self.plan.ready_timeout:
-            self.stop(f"not ready within {self.plan.ready_timeout:g} s")
+        elif self.state == "starting" and now - self.moved_at > self.plan.ready_timeout:
+            # a download that keeps moving may take longer; a stalled one may not
+            self.stop(f"not ready within {self.plan.ready_timeout:g} s"
+                      + (" (its model download stalled)" if self.moved_at > self.started_at else ""))
         elif self.state == "ready" and now - self.heartbeat_at > self.plan.heartbeat_timeout:
             self.stop(f"no heartbeat for {self.plan.heartbeat_timeout:g} s (hung?)")
         elif self.state == "ready" and self.streak and now - self.ready_at >= self.policy.stable_after:
@@ -243,6 +249,15 @@ class Child:
             "depends_on": list(self.plan.depends_on),
             "ready_timeout": self.plan.ready_timeout,
         }
+
+
+def _downloaded(info: dict) -> int:
+    """Bytes of model downloads done, from a heartbeat's info (hub.progress())."""
+    total = 0
+    for d in (info or {}).get("download") or []:
+        if isinstance(d, dict) and isinstance(d.get("done"), int):
+            total += d["done"]
+    return total
 
 
 def _exit_text(code: int) -> str:

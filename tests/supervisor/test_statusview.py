@@ -36,3 +36,10 @@ def test_status_table_says_which_model_each_engine_runs_and_its_weights():
                                      "weights": "float32 (dequantized from Q4_1 GGUF)"}}]}
     lines = table(status)
     assert "engine-smollm2: SmolLM2-135M-Instruct [weights: float32 (dequantized from Q4_1 GGUF)]" in lines
+
+def test_engine_summary_shows_a_model_download_while_starting():
+    info = {"model": "qwen", "download": [{"repo": "mlx-community/Qwen3-4B-4bit", "done": 512 * 2**20,
+                                           "total": 2048 * 2**20, "rate_bps": 8 * 2**20,
+                                           "eta_s": 192}]}
+    text = service_summary("engine-qwen", info)
+    assert text == "downloading mlx-community/Qwen3-4B-4bit 512MB/2048MB (25%) 8.0MB/s eta 3m12s"

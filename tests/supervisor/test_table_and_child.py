@@ -179,3 +179,24 @@ def test_a_missing_program_fails_with_a_reason(tmp_path):
     child.start()
     assert child.state == "backoff"
     assert child.reason.startswith("cannot start: No such file or directory")
+
+
+def test_a_moving_model_download_extends_the_ready_timeout_a_stalled_one_does_not(tmp_path):
+    clock = Clock()
+    child = _child(tmp_path, ["sleep", "30"], clock, ready=5.0)
+    child.start()
+    pid = child.proc.pid
+    for done in (100, 200, 300):           # 12 s of a download that keeps moving
+        clock.now += 4.0
+        child.heartbeat(pid, {"download": [{"repo": "org/m", "done": done, "total": 1000}]})
+        child.tick(clock.now)
+        assert child.state == "starting"
+    clock.now += 4.0                       # the same bytes again: stalled
+    child.heartbeat(pid, {"download": [{"repo": "org/m", "done": 300, "total": 1000}]})
+    child.tick(clock.now)
+    assert child.state == "starting"
+    clock.now += 1.5                       # 5.5 s without progress
+    child.tick(clock.now)
+    assert child.state == "stopping"
+    _settle(child, clock, "backoff")
+    assert child.reason.startswith("not ready within 5 s (its model download stalled)")

@@ -124,7 +124,7 @@ class EngineCore:
         batcher = EventBatcher(lambda events: send(Delta(events=events)),
                                interval=self.delta_interval)
 
-        cache, reused = self._prepare_cache(ids, request)
+        cache, reused, cache_note = self._prepare_cache(ids, request)
         log.info("engine.generate.start", model=self.model_id, prompt_tokens=n_prompt,
                  reused_tokens=reused, max_tokens=max_tokens, forced=bool(processors))
 
@@ -183,7 +183,7 @@ class EngineCore:
                  decode_tps=round((output_tokens - 1) / decode_s, 1) if decode_s > 0 else None,
                  peak_mb=round(mx.get_peak_memory() / 2**20, 1))
         return Done(stop_reason=finish, stop_sequence=stops.matched,
-                    usage=self._usage(n_prompt, reused, output_tokens))
+                    usage=self._usage(n_prompt, reused, output_tokens), cache=cache_note)
 
     # -- pieces -----------------------------------------------------------------------------
 
@@ -259,26 +259,31 @@ class EngineCore:
         self._pin_lengths: dict[str, int] = {}
 
     def _prepare_cache(self, ids: list[int], request: dict | None = None):
-        """(prompt cache, number of leading ``ids`` it already holds). The remainder
-        ``ids[reused:]`` is never empty (on an exact hit one token is re-fed)."""
+        """(prompt cache, number of leading ``ids`` it already holds, a note for Done.cache).
+        The remainder ``ids[reused:]`` is never empty (on an exact hit one token is re-fed)."""
         from mlx_lm.models.cache import make_prompt_cache
 
         if self.prefix_cache is None:
-            return make_prompt_cache(self.model), 0
+            return make_prompt_cache(self.model), 0, {}
         if request is not None and request.get("tools"):
             # Requests with tools are the main session's: keep their system+tools prefix
             # even when side calls (titles, summaries: no tools) fill the cache.
             self.prefix_cache.pin(ids[:self._system_tools_length(request, ids)])
         cache, reused, source = self.prefix_cache.fetch(ids)
+        note = {"prompt_tokens": len(ids), "reused": reused, "source": source}
         if reused < len(ids) // 2:
             matched, entry = self.prefix_cache.divergence(ids)
             log.info("engine.cache.miss", model=self.model_id, prompt_tokens=len(ids),
                      reused=reused, closest_match=matched, closest_entry_tokens=entry,
                      diverged_at=self._context_at(ids, matched))
+            # positions only (the status page must not show prompt text)
+            fixed = self._system_tools_length(request, ids) if request is not None else 0
+            note.update(diverged_at=matched, closest_match=entry,
+                        diverged_in="system+tools" if matched < fixed else "messages")
         else:
             log.info("engine.cache.hit", model=self.model_id, prompt_tokens=len(ids),
                      reused=reused, source=source)
-        return cache, reused
+        return cache, reused, note
 
     def _system_tools_length(self, request: dict, ids: list[int]) -> int:
         """Tokens of the prompt that belong to system + tools (cached per system+tools)."""
