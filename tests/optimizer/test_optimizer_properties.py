@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from anyclaude.errors import PromptTooLong
 from anyclaude.optimizer_config import OptimizerConfig
-from anyclaude.services.optimizer.core import Optimizer, budget_for
+from anyclaude.services.optimizer.core import Optimizer, prompt_limit
 from opt_helpers import (BILLING, char_count, check_pairs, dense_count, exchange, filler,
                          request, settings, text)
 
@@ -54,8 +54,7 @@ def make(lim, counter):
     cfg = OptimizerConfig(keep_last_turns=lim["keep_last_turns"],
                           fit_target_ratio=lim["fit_target_ratio"])
     s = settings(lim["window"], lim["max_output"], optimizer=cfg)
-    budget = budget_for(lim["window"], lim["max_tokens"], lim["max_output"],
-                        cfg.output_reserve_ratio)
+    budget = prompt_limit(lim["window"], lim["max_tokens"], lim["max_output"])
     return Optimizer(s, counter), budget
 
 
