@@ -91,6 +91,10 @@ class BusOptimizer:
         self._clients = _PerThread()
 
     def optimize(self, request: dict) -> dict:
+        return self.optimize_noted(request)[0]
+
+    def optimize_noted(self, request: dict) -> tuple[dict, list]:
+        """(the request to run, the optimizer's notes on what it did)."""
         client = self._clients.client("optimizer")
         try:
             reply = client.request(messages.Optimize(request), timeout=self.timeout, retries=1)
@@ -99,4 +103,4 @@ class BusOptimizer:
                                     "retry shortly", retry_after=2.0) from None
         if not isinstance(reply, messages.Optimized):
             raise errors.BadFrame(f"optimizer answered Optimize with {reply.kind}")
-        return reply.request
+        return reply.request, list(reply.notes or [])

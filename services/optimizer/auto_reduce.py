@@ -9,7 +9,8 @@ limit (the window less the output floor), tiers run in order until it takes at m
 1. ``tool_descriptions``: every tool description cut to ``DESCRIPTION_CHARS`` and every
    parameter description in the input schemas to ``PARAMETER_DESCRIPTION_CHARS``.
 2. ``core_tools``: only the profile's ``core_tools`` are offered, plus any tool the
-   conversation already called and the one ``tool_choice`` names.
+   conversation already called, the one ``tool_choice`` names and the server tools the
+   client asked for (web_search).
 3. ``system_sections``: markdown sections of the system prompt dropped, largest first
    (``PROTECTED_SECTIONS`` stay), only as many as needed.
 
@@ -158,7 +159,7 @@ def _apply_tier(tier: str, request: dict, profile: ProfileConfig) -> dict:
                  if isinstance(t.get("input_schema"), dict) else t for t in tools]
         return {**request, "tools": tools}
     if tier == "core_tools":
-        keep = set(profile.core_tools) | used_tools(request["messages"])
+        keep = set(profile.core_tools) | used_tools(request["messages"]) | server_tools(request)
         tools, _, _ = reductions.allowlist(request["tools"], keep, request.get("tool_choice"))
         return {**request, "tools": tools}
     raise ValueError(f"unknown tier {tier}")   # pragma: no cover
@@ -184,6 +185,12 @@ def used_tools(messages: list[dict]) -> set[str]:
     """Names of the tools the conversation already called."""
     return {b.get("name") for m in messages for b in m.get("content") or []
             if b.get("type") == "tool_use" and isinstance(b.get("name"), str)}
+
+
+def server_tools(request: dict) -> set[str]:
+    """Names of the server tools the client asked for (web_search is offered as a tool)."""
+    return {t.get("name") for t in request.get("server_tools") or []
+            if isinstance(t, dict) and isinstance(t.get("name"), str)}
 
 
 def pick_sections(system: list[str], chars_needed: float) -> tuple:

@@ -191,6 +191,10 @@ def test_core_tools_keep_what_the_conversation_used_and_tool_choice_names():
     out, notes = Optimizer(settings(window=8192), char_count).optimize(
         claude_like(msgs, tool_choice={"type": "tool", "name": "Skill"}))
     assert [t["name"] for t in out["tools"]] == CORE + ["WebFetch", "Skill"]
+    # the front door offers the web_search server tool as a tool of that name: it stays
+    req = claude_like(server_tools=[{"type": "web_search_20250305", "name": "Workflow"}])
+    out, _ = Optimizer(settings(window=8192), char_count).optimize(req)
+    assert [t["name"] for t in out["tools"]] == CORE + ["Workflow"]
 
 
 def test_configured_reductions_still_work_and_are_named():
