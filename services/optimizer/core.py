@@ -103,14 +103,15 @@ class Optimizer:
         profile = self.profile(route.model)
         request, red_notes = reductions.apply({**req, "model": route.model}, profile)
         model = self.settings.models[route.model]
-        window = model.context_window
-        if self.reported_window(route.model) > 0:
-            window = min(window, self.reported_window(route.model))
-        limit = prompt_limit(window, request["max_tokens"], model.max_output_tokens)
-        aim = min(limit, budget_for(window, request["max_tokens"], model.max_output_tokens,
-                                    profile.output_reserve_ratio))
-        request, auto_notes = self.auto.reduce(request, count=self.count, limit=limit,
+        window, limit, aim = self._sizes(route.model, request["max_tokens"], profile)
+        reduced, auto_notes = self.auto.reduce(request, count=self.count, limit=limit,
                                                profile=profile)
+        if self._sizes(route.model, request["max_tokens"], profile)[0] != window:
+            # the engine's first count told its window: decide with it, as later turns will
+            window, limit, aim = self._sizes(route.model, request["max_tokens"], profile)
+            reduced, auto_notes = self.auto.reduce(request, count=self.count, limit=limit,
+                                                   profile=profile)
+        request = reduced
         plan0, seen = self.store.resume((key, route.model), chain)
         fixed = P.fixed_chars(request)
         fit = fitting.fit(request["messages"], fixed=fixed, plan0=plan0, seen=seen,
@@ -138,6 +139,17 @@ class Optimizer:
                           "to": max(1, room)})
             out["max_tokens"] = max(1, room)
         return out, notes, fit
+
+    def _sizes(self, model_id: str, max_tokens: int, profile) -> tuple[int, int, int]:
+        """(window, prompt limit, aim) for one model and request."""
+        model = self.settings.models[model_id]
+        window = model.context_window
+        if self.reported_window(model_id) > 0:
+            window = min(window, self.reported_window(model_id))
+        limit = prompt_limit(window, max_tokens, model.max_output_tokens)
+        aim = min(limit, budget_for(window, max_tokens, model.max_output_tokens,
+                                    profile.output_reserve_ratio))
+        return window, limit, aim
 
     def profile(self, model_id: str):
         found = self._profiles.get(model_id)

@@ -234,3 +234,19 @@ def test_sections_are_measured_with_their_subsections():
     assert [h for h, _ in auto_reduce.sections(code)] == ["Real"]
     out, dropped, _ = reductions.drop_sections(SYSTEM, ("Memory",))
     assert "## Types" not in out[0]     # a subsection goes with its section
+
+
+def test_a_window_the_engine_reports_on_its_first_count_is_used_from_turn_one():
+    """The configured window is 32K, the engine says 8K on its first count: turn 1 is
+    already reduced for 8K, so turn 2 does not change the prefix."""
+    reported = {}
+
+    def count(req):
+        reported["main"] = 8192
+        return char_count(req)
+    optimizer = Optimizer(settings(window=32768), count, window=lambda m: reported.get(m, 0))
+    first, notes = optimizer.optimize(claude_like())
+    assert note(notes, "fit")["context_window"] == 8192
+    second, _ = optimizer.optimize(claude_like([text("user", "Say hi"), text("assistant", "hi"),
+                                                text("user", "more")]))
+    assert first["tools"] == second["tools"] and [t["name"] for t in first["tools"]] == CORE
