@@ -26,3 +26,11 @@ def test_websearch_summary_says_whether_searxng_is_reachable():
 def test_unknown_or_odd_info_falls_back_to_the_raw_fields():
     assert service_summary("frontdoor", {"breaker": "closed"}) == "breaker=closed"
     assert "model=" in service_summary("engine-x", {"model": "x", "cache": "odd"})
+
+
+def test_optimizer_summary_shows_the_reductions_that_ran():
+    info = {"requests": 3, "routes": {"default": 3}, "cuts": 0, "tokens_saved": 900,
+            "reductions": {"tool_descriptions": 3, "core_tools": 3}}
+    text = service_summary("optimizer", info, width=200)
+    assert "reduced=tool_descriptions:3,core_tools:3" in text
+    assert "reduced" not in service_summary("optimizer", {**info, "reductions": {}})
