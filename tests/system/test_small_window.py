@@ -26,11 +26,12 @@ from anyclaude.tinymodel import ensure_tiny_model  # noqa: E402
 WINDOW = 8192
 BASH_CALL = ('<tool_call>{"name": "Bash", "arguments": {"command": "echo small-window-marker", '
              '"description": "Print the marker"}}</tool_call>')
-# Claude Code checks its own estimate of the prompt against CLAUDE_CODE_MAX_CONTEXT_TOKENS
-# before sending: told 8192 (or even 24576) it stops with "Prompt is too long" at once, on
-# its full ~20K-token request. This test is about what anyclaude does with that request, so
-# Claude Code is told of a big window here; what `anyclaude claude` should tell it for a
-# small model is the launcher's job (issue 15, item 5).
+# Claude Code checks its request against CLAUDE_CODE_MAX_CONTEXT_TOKENS less
+# CLAUDE_CODE_MAX_OUTPUT_TOKENS before sending (2.1.197, measured): with the window 8192 and
+# the output 8192 (what `anyclaude env` says for this model today) it stops at once with
+# "Prompt is too long" and sends nothing; with output 1024 it sends. This test is about what
+# anyclaude does with the full request, so Claude Code is told of a big window here; what
+# `anyclaude claude` tells it for a small model is the launcher's part (issue 15, item 5).
 BIG_WINDOW_ENV = {"CLAUDE_CODE_MAX_CONTEXT_TOKENS": "200000",
                   "CLAUDE_CODE_AUTO_COMPACT_WINDOW": "200000"}
 
