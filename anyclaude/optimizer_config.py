@@ -12,7 +12,8 @@ any profile key for one model::
     tool_allowlist = ["Bash", "Read", "Edit", "Write", "Glob", "Grep"]
     system_drop_sections = ["Tone and style"]
 
-Reductions are off by default. Lists may also be given as comma-separated strings (so
+Configured reductions are off by default; automatic ones (auto_reduce.py) run only when the
+system prompt and tools are too big for the model's window. Lists may also be given as comma-separated strings (so
 ANYCLAUDE_OPTIMIZER_TOOL_ALLOWLIST="Bash,Read" works).
 """
 
@@ -35,6 +36,10 @@ class ProfileConfig:
     tool_description_max_chars: int = 0  # reduction: trim tool descriptions (0 = off)
     tool_allowlist: tuple = ()           # reduction: only these tools (empty = all)
     system_drop_sections: tuple = ()     # reduction: markdown sections removed from the system
+    auto_reductions: bool = True         # when system + tools are too big for the window,
+    auto_reduce_above: float = 0.75      # (over this share of the prompt limit) reduce them
+    auto_reduce_to: float = 0.5          # in tiers until they take at most this share
+    core_tools: tuple = ("Bash", "Read", "Edit", "MultiEdit", "Write", "Glob", "Grep", "LS")
 
 
 @dataclass(frozen=True)
@@ -46,11 +51,13 @@ class OptimizerConfig(ProfileConfig):
 
 
 _PROFILE_KEYS = tuple(f.name for f in dataclasses.fields(ProfileConfig))
-_LIST_KEYS = ("tool_allowlist", "system_drop_sections")
+_LIST_KEYS = ("tool_allowlist", "system_drop_sections", "core_tools")
 _RANGES = {
     "fit_target_ratio": (0.1, 1.0),
     "output_reserve_ratio": (0.0, 0.9),
     "tool_result_max_ratio": (0.01, 1.0),
+    "auto_reduce_above": (0.05, 1.0),
+    "auto_reduce_to": (0.05, 1.0),
 }
 
 
@@ -110,3 +117,6 @@ def _check_profile(p: ProfileConfig, where: str, prefix: str) -> None:
                           "must be at least 1")
     for key in _LIST_KEYS:
         _names(getattr(p, key), f"{where}: {prefix}.{key}")
+    if p.auto_reduce_to > p.auto_reduce_above:
+        raise ConfigError(f"{where}: {prefix}.auto_reduce_to = {p.auto_reduce_to} is above "
+                          f"auto_reduce_above = {p.auto_reduce_above}; it must not be")

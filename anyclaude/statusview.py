@@ -67,8 +67,9 @@ def _websearch(i: dict) -> list[str]:
 
 def _optimizer(i: dict) -> list[str]:
     routes = ",".join(f"{k}:{v}" for k, v in (i.get("routes") or {}).items()) or "-"
+    reduced = ",".join(f"{k}:{v}" for k, v in (i.get("reductions") or {}).items())
     return [f"requests={i.get('requests', 0)}", f"routes={routes}", f"cuts={i.get('cuts', 0)}",
-            f"saved={i.get('tokens_saved', 0)}tok"]
+            f"saved={i.get('tokens_saved', 0)}tok", *([f"reduced={reduced}"] if reduced else [])]
 
 
 _SUMMARIES = {"engine": _engine, "kvstore": _kvstore, "websearch": _websearch,

@@ -190,6 +190,14 @@ def _on_error(req, resp, ex, params):
              message=message)
 
 
+def _reductions(notes: list) -> str:
+    """Which reductions of the system prompt and tools the optimizer ran ("" for none), for
+    the anyclaude-reductions header and the request's log line."""
+    names = next((n.get("names") for n in notes
+                  if isinstance(n, dict) and n.get("action") == "reductions"), None)
+    return ",".join(str(n) for n in names or [])
+
+
 def _search_off(query, allowed, blocked):
     return messages_mod.Results(error_code="unavailable", message="web search is not configured")
 
@@ -255,11 +263,17 @@ class _Messages:
                                          "(server.max_body_mb)")
         return body
 
-    def _prepare(self, request: dict, request_id: str) -> dict:
-        """Route to a local model, let the optimizer rewrite, clamp max_tokens."""
+    def _prepare(self, request: dict, request_id: str, notes: list | None = None) -> dict:
+        """Route to a local model, let the optimizer rewrite (its notes go to ``notes``),
+        clamp max_tokens."""
         request.setdefault("requested_model", request["model"])
         request["model"] = self.catalog.resolve(request["model"])
-        if self.optimizer is not None:
+        noted = getattr(self.optimizer, "optimize_noted", None)
+        if noted is not None:
+            request, said = noted(request)
+            if notes is not None:
+                notes.extend(said)
+        elif self.optimizer is not None:
             request = self.optimizer.optimize(request)
         limit = self.catalog.max_output(request["model"])
         if limit and request["max_tokens"] > limit:
@@ -268,11 +282,11 @@ class _Messages:
             request["max_tokens"] = limit
         return request
 
-    def _prepare_or_explain(self, request: dict, rid: str, local: str) -> dict:
+    def _prepare_or_explain(self, request: dict, rid: str, local: str, notes: list) -> dict:
         """``_prepare``; when the optimizer cannot count because the engine is down, the
         supervisor's word on the engine (restarting, fatal) replaces its vaguer error."""
         try:
-            return self._prepare(request, rid)
+            return self._prepare(request, rid, notes)
         except errors.Overloaded:
             self.relay.watch.suspect(local)
             self.relay.watch.check(local, fresh=True)
@@ -294,6 +308,7 @@ class _Messages:
         # Refusals come first and at once: breaker open, the engine's queue full.
         offered, web_tool = search_loop.offer(parsed.request)   # the model may search
         trial = self.breaker.allow()
+        notes: list = []
         try:
             place = self.relay.admission.enter(local, rid)
         except BaseException:
@@ -301,22 +316,26 @@ class _Messages:
             raise
         try:
             self.relay.watch.check(local)        # a suspected engine that is down: say so now
-            request = self._prepare_or_explain(offered, rid, local)
+            request = self._prepare_or_explain(offered, rid, local, notes)
             place = self.relay.admission.move(place, request["model"])
             ticket = self.inflight.enter(request_key(req.context.api_key, body), rid)
         except BaseException:
             self.relay.admission.leave(place)
             self.breaker.record(IGNORE, trial=trial)
             raise
-        log.info("frontdoor.request", request_id=rid, model=requested, local=request["model"],
-                 stream=parsed.stream, messages=len(request["messages"]))
+        reductions = _reductions(notes)
         record.local = request["model"]
-        record.optimizer = optimizer_notes(getattr(self.optimizer, "last_notes", list)())
+        record.optimizer = optimizer_notes(notes)
+        log.info("frontdoor.request", request_id=rid, model=requested, local=request["model"],
+                 stream=parsed.stream, messages=len(request["messages"]),
+                 **({"reductions": reductions} if reductions else {}))
         call = Call(request_id=rid, message_id=new_id("msg_"), requested_model=requested,
                     model_id=request["model"], request=request, ticket=ticket, trial=trial,
                     place=place, record=record, engine_stream=search_loop.engine_stream(
                         self.engines, web_tool, request, self._searcher, request_id=rid,
                         optimizer=self.optimizer, asked=offered))
+        if reductions:
+            resp.set_header("anyclaude-reductions", reductions)
         if not parsed.stream:
             resp.media = self.relay.complete(call, _disconnected(req))
             return

@@ -92,6 +92,10 @@ class BusOptimizer:
         self._clients = _PerThread()
 
     def optimize(self, request: dict) -> dict:
+        return self.optimize_noted(request)[0]
+
+    def optimize_noted(self, request: dict) -> tuple[dict, list]:
+        """(the request to run, the optimizer's notes on what it did)."""
         client = self._clients.client("optimizer")
         try:
             reply = client.request(messages.Optimize(request), timeout=self.timeout, retries=1)
@@ -100,9 +104,4 @@ class BusOptimizer:
                                     "retry shortly", retry_after=2.0) from None
         if not isinstance(reply, messages.Optimized):
             raise errors.BadFrame(f"optimizer answered Optimize with {reply.kind}")
-        self._clients._local.notes = reply.notes
-        return reply.request
-
-    def last_notes(self) -> list:
-        """The optimizer's notes on this thread's last request (for the request record)."""
-        return getattr(self._clients._local, "notes", None) or []
+        return reply.request, list(reply.notes or [])

@@ -1,9 +1,17 @@
 """The optimizer: hygiene, routing, reductions and context fitting for one request.
 
-Budget rule: a model's prompt may use ``context_window - reserve`` tokens, where the output
-reserve is ``min(max_tokens, max_output_tokens, output_reserve_ratio * context_window)``.
-The request's max_tokens is then clamped to what is really left (``window - prompt``) so the
-engine never runs past the window.
+Budget rule (docs/configuration.md, "How a prompt is fitted"):
+- the output floor is ``min(max_tokens, max_output_tokens, max(1024, window / 16))`` (and
+  at most half the window): the least room for the answer a prompt must leave;
+- the prompt limit is ``window - floor``. A prompt within it is never refused or cut; only
+  over it is the prompt shortened, and "prompt is too long" comes only when even the
+  smallest prompt fitting allows is over it;
+- the aim is ``window - reserve``, with the full output reserve
+  ``min(max_tokens, max_output_tokens, output_reserve_ratio * window)``: when the prompt must
+  change, shortening and cuts bring it below the aim (a cut to ``fit_target_ratio`` of it),
+  so cuts stay rare and the prefix stable.
+The request's max_tokens is then clamped to what is really left (``window - prompt``, never
+below the floor for a prompt within the limit) so the engine never runs past the window.
 """
 
 from __future__ import annotations
@@ -16,15 +24,33 @@ import structlog
 from anyclaude import errors
 from anyclaude.optimizer_config import OptimizerConfig, profile as profile_of
 
-from . import fitting, hygiene, reductions, routing, sessions
+from . import auto_reduce, fitting, hygiene, reductions, routing, sessions
 from . import plan as P
 
 log = structlog.get_logger()
 
+OUTPUT_FLOOR_MIN = 1024          # tokens of answer room a prompt must leave, at least ...
+OUTPUT_FLOOR_WINDOW_DIVISOR = 16  # ... or a sixteenth of the window, when that is more
+REDUCTION_NAMES = {"tool_allowlist": "tool_allowlist",
+                   "trim_tool_descriptions": "tool_description_max_chars",
+                   "drop_system_sections": "system_drop_sections"}
+
 
 def budget_for(window: int, max_tokens: int, max_output: int, reserve_ratio: float) -> int:
+    """The aim: the window less the full output reserve."""
     reserve = min(max_tokens, max_output or max_tokens, int(window * reserve_ratio))
     return max(1, window - max(0, reserve))
+
+
+def output_floor(window: int, max_tokens: int, max_output: int) -> int:
+    """The least output room a prompt must leave."""
+    floor = max(OUTPUT_FLOOR_MIN, window // OUTPUT_FLOOR_WINDOW_DIVISOR)
+    return max(1, min(max_tokens, max_output or max_tokens, floor, window // 2))
+
+
+def prompt_limit(window: int, max_tokens: int, max_output: int) -> int:
+    """The most tokens a prompt may use: the window less the output floor."""
+    return max(1, window - output_floor(window, max_tokens, max_output))
 
 
 class Optimizer:
@@ -35,10 +61,11 @@ class Optimizer:
         self.count = count
         self.reported_window = window or (lambda model: 0)
         self.store = store or sessions.Store()
+        self.auto = auto_reduce.AutoReducer()
         self._profiles: dict = {}
         self._lock = threading.Lock()
         self.stats = {"requests": 0, "routes": {}, "cuts": 0, "fitted_new": 0,
-                      "tokens_saved": 0, "prompt_too_long": 0, "last": {}}
+                      "tokens_saved": 0, "prompt_too_long": 0, "reductions": {}, "last": {}}
 
     # -- the request --
     def optimize(self, request: dict) -> tuple[dict, list[dict]]:
@@ -76,35 +103,53 @@ class Optimizer:
         profile = self.profile(route.model)
         request, red_notes = reductions.apply({**req, "model": route.model}, profile)
         model = self.settings.models[route.model]
-        window = model.context_window
-        if self.reported_window(route.model) > 0:
-            window = min(window, self.reported_window(route.model))
-        budget = budget_for(window, request["max_tokens"], model.max_output_tokens,
-                            profile.output_reserve_ratio)
+        window, limit, aim = self._sizes(route.model, request["max_tokens"], profile)
+        reduced, auto_notes = self.auto.reduce(request, count=self.count, limit=limit,
+                                               profile=profile)
+        if self._sizes(route.model, request["max_tokens"], profile)[0] != window:
+            # the engine's first count told its window: decide with it, as later turns will
+            window, limit, aim = self._sizes(route.model, request["max_tokens"], profile)
+            reduced, auto_notes = self.auto.reduce(request, count=self.count, limit=limit,
+                                                   profile=profile)
+        request = reduced
         plan0, seen = self.store.resume((key, route.model), chain)
         fixed = P.fixed_chars(request)
         fit = fitting.fit(request["messages"], fixed=fixed, plan0=plan0, seen=seen,
                           count=lambda msgs: self.count({**request, "messages": msgs}),
-                          budget=budget, profile=profile, allow_cuts=allow_cuts)
+                          budget=limit, aim=aim, profile=profile, allow_cuts=allow_cuts)
         self.store.save((key, route.model), fit.plan, chain)
         out = {**request, "messages": fit.messages}
         fitted_chars = fixed + sum(P.message_chars(m) for m in fit.messages)
         scale = fit.tokens / max(1, fitted_chars)
-        notes = []
-        for note in red_notes:
-            notes.append({**note, "tokens_saved": round(note["chars_saved"] * scale)})
+        notes = [{**n, "tokens_saved": round(n["chars_saved"] * scale)} for n in red_notes]
+        notes.extend(auto_notes)
+        names = [REDUCTION_NAMES[n["action"]] for n in red_notes]
+        names += [tier for n in auto_notes for tier in n["tiers"]]
+        if names:
+            notes.append({"action": "reductions", "names": names})
         original_chars = P.fixed_chars(req) + sum(P.message_chars(m) for m in req["messages"])
         saved = max(0, round((original_chars - fitted_chars) * scale))
         notes.extend(fit.notes)
-        notes.append({"action": "fit", "input_tokens": fit.tokens, "budget": budget,
+        notes.append({"action": "fit", "input_tokens": fit.tokens, "budget": limit, "aim": aim,
                       "context_window": window, "tokens_saved": saved, "exact_counts": fit.counts})
-        limit = min(request["max_tokens"], model.max_output_tokens or request["max_tokens"],
-                    window - fit.tokens)
-        if limit < request["max_tokens"]:
+        room = min(request["max_tokens"], model.max_output_tokens or request["max_tokens"],
+                   window - fit.tokens)
+        if room < request["max_tokens"]:
             notes.append({"action": "clamp_max_tokens", "from": request["max_tokens"],
-                          "to": max(1, limit)})
-            out["max_tokens"] = max(1, limit)
+                          "to": max(1, room)})
+            out["max_tokens"] = max(1, room)
         return out, notes, fit
+
+    def _sizes(self, model_id: str, max_tokens: int, profile) -> tuple[int, int, int]:
+        """(window, prompt limit, aim) for one model and request."""
+        model = self.settings.models[model_id]
+        window = model.context_window
+        if self.reported_window(model_id) > 0:
+            window = min(window, self.reported_window(model_id))
+        limit = prompt_limit(window, max_tokens, model.max_output_tokens)
+        aim = min(limit, budget_for(window, max_tokens, model.max_output_tokens,
+                                    profile.output_reserve_ratio))
+        return window, limit, aim
 
     def profile(self, model_id: str):
         found = self._profiles.get(model_id)
@@ -116,11 +161,15 @@ class Optimizer:
     # -- counters --
     def _record(self, route: routing.Route, fit: fitting.Fit, notes: list[dict]) -> None:
         saved = next(n["tokens_saved"] for n in notes if n.get("action") == "fit")
+        names = next((n["names"] for n in notes if n.get("action") == "reductions"), [])
         decision = {"route": route.name, "model": route.model, "reason": route.reason,
-                    "input_tokens": fit.tokens, "cut": fit.cut, "tokens_saved": saved}
+                    "input_tokens": fit.tokens, "cut": fit.cut, "tokens_saved": saved,
+                    "reductions": names}
         with self._lock:
             s = self.stats
             s["requests"] += 1
+            for name in names:
+                s["reductions"][name] = s["reductions"].get(name, 0) + 1
             s["routes"][route.name] = s["routes"].get(route.name, 0) + 1
             s["cuts"] += fit.cut
             s["fitted_new"] += any(n.get("action") == "fit_new_messages" for n in notes)
@@ -143,6 +192,7 @@ class Optimizer:
     def info(self) -> dict:
         with self._lock:
             out = {**self.stats, "routes": dict(self.stats["routes"]),
+                   "reductions": dict(self.stats["reductions"]),
                    "last": dict(self.stats["last"])}
         out["sessions"] = len(self.store)
         return out

@@ -5,8 +5,13 @@ else happens, so the already-sent part of the prompt stays byte-identical. Only 
 not fit does the plan grow, in two ways:
 
 - free: oversized tool results in messages the engine has not seen yet (index >= ``seen``)
-  are shortened, largest first, until the prompt fits. No cached prefix is lost.
-- cut: the prompt is brought down to ``fit_target_ratio`` of the budget (a large step, so
+  are shortened, largest first, until the prompt is within ``aim`` (or at least within
+  ``budget``). No cached prefix is lost.
+Two sizes matter: ``budget``, the most the prompt may use (the window less the output floor,
+see core.py), and ``aim``, the budget with the full output reserve. A prompt within
+``budget`` is never changed; when it must change, shortening and cutting aim below ``aim``.
+
+- cut: the prompt is brought down to ``fit_target_ratio`` of ``aim`` (a large step, so
   cuts are rare) by, in order and only as far as needed: (1) shortening oversized tool
   results, oldest first; (2) replacing old tool outputs with placeholders, oldest first;
   (3) dropping the oldest exchanges. The last ``keep_last_turns`` exchanges are left whole;
@@ -54,7 +59,7 @@ class Fit:
 
 def fit(messages: list[dict], *, fixed: int, plan0: Plan, seen: int,
         count: Callable[[list[dict]], int], budget: int, profile: ProfileConfig,
-        allow_cuts: bool = True) -> Fit:
+        allow_cuts: bool = True, aim: int | None = None) -> Fit:
     out0 = P.apply(plan0, messages)
     tokens0 = count(out0)
     counts = 1
@@ -62,7 +67,7 @@ def fit(messages: list[dict], *, fixed: int, plan0: Plan, seen: int,
         return _done(messages, plan0, plan0, out0, tokens0, counts, seen)
     if not allow_cuts:
         raise DoesNotFit(tokens0, budget)
-    work = _Work(messages, fixed, plan0, tokens0, budget, profile)
+    work = _Work(messages, fixed, plan0, tokens0, budget, profile, aim)
     candidate = work.free(seen) or work.cut(plan0, work.target)
     for attempt in range(MAX_EXACT_COUNTS):
         out = P.apply(candidate, messages)
@@ -136,10 +141,12 @@ def _has_tool_content(message: dict) -> bool:
 class _Work:
     """Candidate plans with estimated sizes, anchored on the last exact count."""
 
-    def __init__(self, messages, fixed, plan0, tokens0, budget, profile: ProfileConfig):
+    def __init__(self, messages, fixed, plan0, tokens0, budget, profile: ProfileConfig,
+                 aim: int | None = None):
         self.messages, self.fixed, self.budget = messages, fixed, budget
+        self.aim = min(budget, aim) if aim else budget
         self.profile = profile
-        self.target = int(budget * profile.fit_target_ratio)
+        self.target = int(self.aim * profile.fit_target_ratio)
         self._memo: dict = {}
         self.bounds = P.boundaries(messages)
         lu = P.last_user(messages)
@@ -188,7 +195,7 @@ class _Work:
     # -- growing a plan --
     def oversized(self, plan: Plan, start: int) -> list[tuple[int, int, int, int]]:
         """(message, block, chars, keep) of tool results over their share of the cap."""
-        cap_chars = self.budget * self.profile.tool_result_max_ratio / max(self.scale, 1e-9)
+        cap_chars = self.aim * self.profile.tool_result_max_ratio / max(self.scale, 1e-9)
         done = {(m, b) for m, b, _, _ in plan.shortened}
         out = []
         first = max(start, plan.visible_from(self.messages), plan.placeholder_to)
@@ -209,15 +216,15 @@ class _Work:
         return plan.with_short(i, b, keep, round((size - keep) * self.scale))
 
     def free(self, seen: int) -> Plan | None:
-        """Shorten new oversized results, largest first, until the prompt fits; None if
-        that is not enough."""
+        """Shorten new oversized results, largest first, until the prompt is within the aim
+        (else within the budget); None if that is not enough."""
         plan = self.plan0
         items = sorted(self.oversized(plan, seen), key=lambda it: (-it[2], it[0], it[1]))
         for item in items:
             plan = self._shorten(plan, item)
-            if self.estimate(plan) <= self.budget:
+            if self.estimate(plan) <= self.aim:
                 return plan
-        return None
+        return plan if items and self.estimate(plan) <= self.budget else None
 
     def tighten(self, plan: Plan) -> Plan:
         """Last resort when even the smallest plan is too big: cut every visible tool result

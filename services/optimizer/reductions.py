@@ -12,7 +12,7 @@ import re
 
 from anyclaude.optimizer_config import ProfileConfig
 
-_HEADING = re.compile(r"^(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")
+HEADING = re.compile(r"^(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")
 ELLIPSIS = " […]"
 
 
@@ -86,7 +86,7 @@ def drop_sections(system: list[str], headings) -> tuple[list[str], list[str], in
         for line in block.split("\n"):
             if line.lstrip().startswith("```"):
                 in_code = not in_code
-            match = None if in_code else _HEADING.match(line)
+            match = None if in_code else HEADING.match(line)
             if match:
                 level = len(match.group(1))
                 if skip_level and level <= skip_level:

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from anyclaude.errors import PromptTooLong
 from anyclaude.optimizer_config import OptimizerConfig
-from anyclaude.services.optimizer.core import Optimizer, budget_for
+from anyclaude.services.optimizer.core import Optimizer, prompt_limit
 from opt_helpers import (BILLING, char_count, check_pairs, dense_count, exchange, filler,
                          request, settings, text)
 
@@ -54,8 +54,7 @@ def make(lim, counter):
     cfg = OptimizerConfig(keep_last_turns=lim["keep_last_turns"],
                           fit_target_ratio=lim["fit_target_ratio"])
     s = settings(lim["window"], lim["max_output"], optimizer=cfg)
-    budget = budget_for(lim["window"], lim["max_tokens"], lim["max_output"],
-                        cfg.output_reserve_ratio)
+    budget = prompt_limit(lim["window"], lim["max_tokens"], lim["max_output"])
     return Optimizer(s, counter), budget
 
 
@@ -147,3 +146,19 @@ def test_same_inputs_same_output(convo, lim):
             assert isinstance(b, PromptTooLong) and a.message == b.message
         else:
             assert a == b and notes_a == notes_b
+
+
+@PROFILE
+@given(convo=conversations(), lim=limits)
+def test_a_prompt_within_the_limit_is_never_cut_or_refused(convo, lim):
+    """Until the first change of a session, a request whose whole prompt leaves the output
+    floor free is passed through untouched (the full output reserve is not required)."""
+    results, limit = run_session(lim, convo)
+    for req, out, notes in results:
+        plain = {**req, "system": [s for s in req["system"] if s != BILLING]}
+        if char_count(plain) > limit:
+            break                                 # from here on a plan may carry over
+        assert not isinstance(out, PromptTooLong), out
+        assert out["messages"] == req["messages"]
+        assert out["max_tokens"] >= min(lim["max_tokens"], lim["max_output"], 1024,
+                                         lim["window"] // 2)

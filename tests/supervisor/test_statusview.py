@@ -43,3 +43,10 @@ def test_engine_summary_shows_a_model_download_while_starting():
                                            "eta_s": 192}]}
     text = service_summary("engine-qwen", info)
     assert text == "downloading mlx-community/Qwen3-4B-4bit 512MB/2048MB (25%) 8.0MB/s eta 3m12s"
+
+def test_optimizer_summary_shows_the_reductions_that_ran():
+    info = {"requests": 3, "routes": {"default": 3}, "cuts": 0, "tokens_saved": 900,
+            "reductions": {"tool_descriptions": 3, "core_tools": 3}}
+    text = service_summary("optimizer", info, width=200)
+    assert "reduced=tool_descriptions:3,core_tools:3" in text
+    assert "reduced" not in service_summary("optimizer", {**info, "reductions": {}})
