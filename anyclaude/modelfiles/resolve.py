@@ -24,9 +24,9 @@ def resolve_model_path(path_or_id: str, *, model_id: str = "") -> Path:
     is, a hub id from the local cache or downloaded. Raises ModelLoadError with advice."""
     model_id = model_id or path_or_id or "demo"
     if not path_or_id:
-        from anyclaude.tinymodel import ensure_tiny_model
+        from anyclaude.tinymodel import ensure_demo_model
         log.info("engine.model.demo", model=model_id)
-        return ensure_tiny_model()
+        return ensure_demo_model()
     local = Path(path_or_id).expanduser()
     if local.is_dir():
         return local

@@ -95,12 +95,12 @@ class EngineService:
             self.count_pool.submit(self._count, call)
             return
         tokens = self.core.count(call.message.request)
-        call.send(messages.Counted(tokens, self.model_config.context_window))
+        call.send(messages.Counted(tokens, self.core.context_window))
 
     def _count(self, call: bus.Call) -> None:
         try:
             tokens = self.core.count(call.message.request)
-            call.send(messages.Counted(tokens, self.model_config.context_window))
+            call.send(messages.Counted(tokens, self.core.context_window))
         except errors.AnyclaudeError as exc:
             call.send(messages.Error(exc.type, exc.message, exc.retryable))
         except Exception as exc:
@@ -194,7 +194,7 @@ class EngineService:
         log.info("engine.loading", model=self.model_id, path=path, blas=blas.active_blas())
         force_file = self.settings.engine.force_file or os.environ.get("ANYCLAUDE_FORCE_FILE") or None
         core = EngineCore(path, model_id=self.model_id,
-                          context_window=self.model_config.context_window,
+                          context_window=self.model_config.context_window,  # 0: the model's
                           max_output_tokens=self.model_config.max_output_tokens,
                           prefill_step_size=self.settings.engine.prefill_step_size,
                           tool_parser=self.model_config.tool_parser, force_file=force_file,
@@ -206,18 +206,24 @@ class EngineService:
         return core
 
     def _demo_model(self):
-        from anyclaude.tinymodel import ensure_tiny_model
+        from anyclaude.tinymodel import ensure_demo_model
         out = self.settings.cache_dir / "models"
         log.warning("engine.demo_model", path=str(out),
                     note="random-weight demo model: it answers gibberish. Set models.<id>.path "
                          "to a real model, e.g. mlx-community/Qwen2.5-Coder-7B-Instruct-4bit")
-        return ensure_tiny_model(out)
+        return ensure_demo_model(out)
 
     def info(self) -> dict:
         from anyclaude import blas
         cache = self.core.cache_stats() if self.core is not None else {}
         looked = cache.get("hits", 0) + cache.get("misses", 0)
-        return {"model": self.model_id, "blas": blas.active_blas(),
+        window = {}
+        if self.core is not None:   # what Claude Code's launcher and the optimizer read
+            window = {"context_window": self.core.context_window,
+                      "max_output_tokens": self.core.max_output_tokens,
+                      "window_source": getattr(getattr(self.core, "window", None), "source",
+                                               "configured")}
+        return {"model": self.model_id, "blas": blas.active_blas(), **window,
                 "queue": self.queue.qsize(), "busy": bool(self.running),
                 "running": len(self.running),
                 "load_error": self.load_error, **self.counters,

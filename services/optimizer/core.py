@@ -14,6 +14,7 @@ from collections.abc import Callable
 import structlog
 
 from anyclaude import errors
+from anyclaude.modelfiles.window import remote_window
 from anyclaude.optimizer_config import OptimizerConfig, profile as profile_of
 
 from . import fitting, hygiene, reductions, routing, sessions
@@ -76,9 +77,7 @@ class Optimizer:
         profile = self.profile(route.model)
         request, red_notes = reductions.apply({**req, "model": route.model}, profile)
         model = self.settings.models[route.model]
-        window = model.context_window
-        if self.reported_window(route.model) > 0:
-            window = min(window, self.reported_window(route.model))
+        window = self._window(route.model, request)
         budget = budget_for(window, request["max_tokens"], model.max_output_tokens,
                             profile.output_reserve_ratio)
         plan0, seen = self.store.resume((key, route.model), chain)
@@ -105,6 +104,17 @@ class Optimizer:
                           "to": max(1, limit)})
             out["max_tokens"] = max(1, limit)
         return out, notes, fit
+
+    def _window(self, model_id: str, request: dict) -> int:
+        """The engine's window (it reports it with every count); the configured one until
+        it has answered, for remote kinds, or when it reports none."""
+        configured = self.settings.models[model_id].context_window
+        if self.reported_window(model_id) <= 0 and configured <= 0:
+            self.count(request)     # a local engine's first count tells its window
+        reported = self.reported_window(model_id)
+        if reported > 0:
+            return min(reported, configured) if configured > 0 else reported
+        return remote_window(configured)
 
     def profile(self, model_id: str):
         found = self._profiles.get(model_id)
