@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import time
 
 from claude_cli import run_claude
 from claude_tty import Interactive
@@ -117,12 +116,10 @@ def test_context_command_counts_through_count_tokens(system):
     system.say()
     log = system.home / "logs" / "frontdoor.log"
     start = len(log.read_text().splitlines())
-    cc = Interactive(system)
+    cc = Interactive(system.env, "--bare")
     try:
-        assert cc.read_until("\u276f", 60), cc.screen[-2000:]  # the input prompt
-        cc.type("/context")
-        time.sleep(0.5)
-        cc.type("\r")
+        cc.reach_prompt()
+        cc.submit("/context")
         assert cc.read_until(r"Free\s*space", 60), cc.screen[-2000:]
     finally:
         cc.close()
