@@ -21,7 +21,7 @@ from collections.abc import Callable
 import falcon
 import structlog
 
-from anyclaude import errors
+from anyclaude import context_notice, errors
 from anyclaude import messages as messages_mod
 from anyclaude.breaker import IGNORE, SUCCESS, Breaker
 from anyclaude.config import Settings
@@ -278,6 +278,7 @@ class _Messages:
         try:
             self.relay.watch.check(local)        # a suspected engine that is down: say so now
             request = self._prepare_or_explain(offered, rid, local)
+            cut = request.pop(context_notice.CUT_KEY, None)
             place = self.relay.admission.move(place, request["model"])
             ticket = self.inflight.enter(request_key(req.context.api_key, body), rid)
         except BaseException:
@@ -288,9 +289,12 @@ class _Messages:
                  stream=parsed.stream, messages=len(request["messages"]))
         call = Call(request_id=rid, message_id=new_id("msg_"), requested_model=requested,
                     model_id=request["model"], request=request, ticket=ticket, trial=trial,
-                    place=place, engine_stream=search_loop.engine_stream(
+                    place=place, cut=cut, engine_stream=search_loop.engine_stream(
                         self.engines, web_tool, request, self._searcher, request_id=rid,
                         optimizer=self.optimizer, asked=offered))
+        if cut:
+            resp.set_header("anyclaude-context-cut", f"left_out_tokens={cut['left_out_tokens']}; "
+                            f"client_tokens={cut['client_tokens']}; window={cut['window']}")
         if not parsed.stream:
             resp.media = self.relay.complete(call, _disconnected(req))
             return
@@ -322,6 +326,7 @@ class _Messages:
         parsed = parse.parse_request(parse.decode_body(self._body(req)), count=True)
         offered, _ = search_loop.offer(parsed.request)   # counted as the model sees it
         request = self._prepare(offered, rid)
+        cut = request.pop(context_notice.CUT_KEY, None) or {}
         trial = self.breaker.allow()
         outcome = IGNORE
         try:
@@ -335,6 +340,8 @@ class _Messages:
             raise
         finally:
             self.breaker.record(outcome, trial=trial)
+        # the conversation as the client sent it, also when the optimizer had to cut it
+        tokens = int(tokens) + int(cut.get("left_out_tokens", 0))
         log.info("frontdoor.count_tokens", request_id=rid, model=request["model"],
-                 input_tokens=int(tokens))
-        resp.media = {"input_tokens": int(tokens)}
+                 input_tokens=tokens, left_out_tokens=cut.get("left_out_tokens", 0))
+        resp.media = {"input_tokens": tokens}

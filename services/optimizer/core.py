@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import structlog
 
-from anyclaude import errors
+from anyclaude import context_notice, errors
 from anyclaude.modelfiles.window import remote_window
 from anyclaude.optimizer_config import OptimizerConfig, profile as profile_of
 
@@ -49,6 +49,9 @@ class Optimizer:
         req["system"], removed = hygiene.remove_billing_header(list(req.get("system") or []))
         if removed:
             notes.append({"action": "remove_billing_header"})
+        req["messages"], notices = context_notice.strip(req["messages"])
+        if notices:
+            notes.append({"action": "remove_cut_notices", "count": notices})
         key = sessions.session_key(req)
         chain = sessions.message_chain(req["messages"])
         routes = self.settings.routes
@@ -97,6 +100,8 @@ class Optimizer:
         notes.extend(fit.notes)
         notes.append({"action": "fit", "input_tokens": fit.tokens, "budget": budget,
                       "context_window": window, "tokens_saved": saved, "exact_counts": fit.counts})
+        if fit.messages != request["messages"]:
+            out[context_notice.CUT_KEY] = self._cut_report(request, fit, window)
         limit = min(request["max_tokens"], model.max_output_tokens or request["max_tokens"],
                     window - fit.tokens)
         if limit < request["max_tokens"]:
@@ -104,6 +109,19 @@ class Optimizer:
                           "to": max(1, limit)})
             out["max_tokens"] = max(1, limit)
         return out, notes, fit
+
+    def _cut_report(self, request: dict, fit: fitting.Fit, window: int) -> dict:
+        """What the front door tells the client when messages were left out: the
+        conversation's real size (one more exact count) and what was done to it."""
+        client_tokens = max(self.count(request), fit.tokens)
+        done = {n["action"]: n for n in fit.notes}
+        report = {"client_tokens": client_tokens, "prompt_tokens": fit.tokens,
+                  "left_out_tokens": client_tokens - fit.tokens, "window": window,
+                  "dropped_messages": done.get("drop_turns", {}).get("messages", 0),
+                  "placeholder_tool_results": done.get("placeholder_tool_results", {}).get("count", 0),
+                  "shortened_tool_results": done.get("shorten_tool_result", {}).get("count", 0)}
+        log.info("optimizer.left_out", model=request["model"], **report)
+        return report
 
     def _window(self, model_id: str, request: dict) -> int:
         """The engine's window (it reports it with every count); the configured one until
