@@ -20,6 +20,9 @@ from conftest import System, free_port
 from searxng_fake import FakeSearxng   # on sys.path through conftest
 
 # The test is about filling a window in ~20 turns; the model's own 64K would take ~100.
+# A cold prefill of Claude Code's whole prompt takes minutes on a shared CPU.
+pytestmark = pytest.mark.timeout(2400)
+
 WINDOW = 16384
 LAST_TURN = 26
 COUNTER = ("c=$(cat n 2>/dev/null || echo 0); c=$((c+1)); echo $c > n; echo turn-$c; "

@@ -50,12 +50,13 @@ def test_claude_command_keeps_an_onboarded_user_config_and_drops_an_api_key(syst
     out = system.cli("claude", "-p", "launcher check", "--bare", "--output-format", "json",
                      "--no-session-persistence", "--max-turns", "1",
                      env={"HOME": str(tmp_path), "ANYCLAUDE_CLAUDE_BIN": find_claude(),
+                          "XDG_STATE_HOME": str(tmp_path / "state"),
                           "ANTHROPIC_API_KEY": "must-be-dropped"})
     assert out.returncode == 0, out.stdout + out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["is_error"] is False
     assert result["result"] == "Launched through anyclaude."
-    assert not (Path(system.env["XDG_STATE_HOME"]) / "anyclaude" / "claude").exists()
+    assert not (tmp_path / "state" / "anyclaude" / "claude").exists()
     assert "untouched" not in out.stderr
     assert json.loads((tmp_path / ".claude.json").read_text())["hasCompletedOnboarding"] is True
 

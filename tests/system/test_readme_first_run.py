@@ -24,7 +24,12 @@ from anyclaude.cli_claude import find_claude
 from claude_tty import Interactive
 from conftest import free_port
 
+# A cold prefill of Claude Code's whole prompt takes minutes on a shared CPU.
+pytestmark = pytest.mark.timeout(2400)
+
 ANSWER = "Hi! This is your local model."
+# The terminal UI moves the cursor instead of writing some spaces: match the words only.
+ANSWER_SHOWN = r"\s*".join(re.escape(word) for word in ANSWER.split())
 ERRORS = r"API\s*Error|Prompt\s*is\s*too\s*long|Unable\s*to\s*connect|Invalid\s*API\s*key|Please\s*run\s*/login"
 
 
@@ -68,13 +73,13 @@ def test_interactive_first_session_answers_say_hi(fresh_machine):
     try:
         cc.reach_prompt(timeout=120)
         mark = cc.submit("Say hi")
-        found = cc.read_until(re.escape(ANSWER) + "|" + ERRORS, timeout=900, since=mark)
+        found = cc.read_until(ANSWER_SHOWN + "|" + ERRORS, timeout=1500, since=mark)
         shown = cc.screen[mark:]
     finally:
         cc.close()
-    assert found, f"no answer within 15 minutes:\n{shown[-3000:]}"
+    assert found, f"no answer within 25 minutes:\n{shown[-3000:]}"
     assert not re.search(ERRORS, shown), shown[-3000:]
-    assert ANSWER in shown
+    assert re.search(ANSWER_SHOWN, shown)
     assert "untouched" in cc.screen               # the one line saying whose config it uses
     assert not (home / ".claude.json").exists()   # the user's own file was never written
 
