@@ -26,6 +26,10 @@ LOCAL_TOKEN = "sk-anyclaude-local"
 COMPACT_BUFFER = 13000        # Claude Code's fixed distance from the effective window
 OUTPUT_CAP = 20000            # Claude Code reserves at most this much output
 HEADROOM_SHARE = 8            # compact 1/8 of the prompt budget before the optimizer would cut
+# Compaction shrinks the messages only. Below this point Claude Code's own prompt (~20K
+# tokens; what the optimizer's reductions leave of it on a small window) fills the space, so
+# it would compact on every turn: there the optimizer's visible cut does the job instead.
+MIN_COMPACT_AT = 16384
 
 
 @dataclass(frozen=True)
@@ -33,17 +37,24 @@ class Windows:
     """The numbers Claude Code is given, and where it will compact."""
     model_window: int         # what the engine runs with
     max_output: int           # CLAUDE_CODE_MAX_OUTPUT_TOKENS: Claude Code's max_tokens
-    compact_at: int           # prompt tokens at which Claude Code compacts
-    told_window: int          # CLAUDE_CODE_MAX_CONTEXT_TOKENS / AUTO_COMPACT_WINDOW
+    compact_at: int           # prompt tokens at which Claude Code compacts (0: it does not)
+    told_window: int          # CLAUDE_CODE_MAX_CONTEXT_TOKENS (and AUTO_COMPACT_WINDOW)
+
+    @property
+    def proactive(self) -> bool:
+        return self.compact_at > 0
 
 
 def compaction_windows(model_window: int, max_output_tokens: int) -> Windows:
     """Claude Code's window such that its fixed-buffer auto-compact fires at 7/8 of the
     prompt budget the optimizer keeps (window minus the output reserve), so it compacts
-    before the optimizer has to cut."""
+    before the optimizer has to cut. Below MIN_COMPACT_AT: the real window, no proactive
+    compaction (its meter then shows the share of the budget used)."""
     max_output = max(1, min(max_output_tokens or model_window // 4, model_window // 4))
     budget = model_window - max_output
     compact_at = budget - budget // HEADROOM_SHARE
+    if compact_at < MIN_COMPACT_AT:
+        return Windows(model_window, max_output, 0, model_window)
     told = compact_at + min(max_output, OUTPUT_CAP) + COMPACT_BUFFER
     return Windows(model_window, max_output, compact_at, told)
 
@@ -113,7 +124,7 @@ def claude_env(settings, engine: dict | None = None) -> dict[str, str]:
     host = settings.server.host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
-    return {
+    env = {
         "ANTHROPIC_BASE_URL": f"http://{host}:{settings.server.port}",
         # Bearer, not x-api-key: no "custom API key" question (see the module docstring).
         "ANTHROPIC_AUTH_TOKEN": settings.server.api_key or LOCAL_TOKEN,
@@ -125,7 +136,6 @@ def claude_env(settings, engine: dict | None = None) -> dict[str, str]:
         # Honoured only for ids that do not start with claude- (ours never do). Set so that
         # Claude Code's auto-compact fires before the optimizer would cut (docs/claude-code.md).
         "CLAUDE_CODE_MAX_CONTEXT_TOKENS": str(windows.told_window),
-        "CLAUDE_CODE_AUTO_COMPACT_WINDOW": str(windows.told_window),
         "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(windows.max_output),
         # No other host is contacted; no per-session line at the top of the system prompt
         # (it would defeat the prefix cache).
@@ -134,3 +144,6 @@ def claude_env(settings, engine: dict | None = None) -> dict[str, str]:
         # A cold prefill of Claude Code's 20K-token prompt can take minutes on a CPU.
         "API_TIMEOUT_MS": str(int(settings.timeouts.total_s * 1000)),
     }
+    if windows.proactive:   # the switch for proactive auto-compact (module docstring)
+        env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] = str(windows.told_window)
+    return env

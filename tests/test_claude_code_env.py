@@ -16,14 +16,27 @@ def claude_code_compacts_at(told_window: int, max_output: int) -> int:
 
 
 def test_claude_code_compacts_before_the_optimizer_would_cut():
-    for window, output in ((65536, 8192), (32768, 8192), (131072, 32768), (8192, 8192)):
+    for window, output in ((65536, 8192), (32768, 8192), (131072, 32768)):
         w = compaction_windows(window, output)
+        assert w.proactive
         budget = window - w.max_output            # the optimizer's prompt budget
         assert w.max_output <= window // 4
         assert claude_code_compacts_at(w.told_window, w.max_output) == w.compact_at
         assert 0 < w.compact_at < budget
         assert budget - w.compact_at == budget // 8
     assert compaction_windows(65536, 8192).told_window == 50176 + 8192 + COMPACT_BUFFER
+
+
+def test_a_small_window_has_no_proactive_compaction_and_a_true_meter():
+    """Claude Code's own prompt fills a small window: compacting would run on every turn."""
+    for window in (8192, 16384, 24576):
+        w = compaction_windows(window, 8192)
+        assert not w.proactive and w.told_window == window and w.max_output == window // 4
+    settings = config.load_settings(path=None, env={})
+    env = claude_env(settings, {"context_window": 8192, "max_output_tokens": 8192})
+    assert env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "8192"
+    assert env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "2048"
+    assert "CLAUDE_CODE_AUTO_COMPACT_WINDOW" not in env
 
 
 def test_env_uses_the_engines_window_and_a_bearer_token():

@@ -2,7 +2,8 @@
 before the window is full, and no turn is cut silently (issue 15, item 5).
 
 Claude Code (-p, one task, a tool loop of up to 40 turns) runs a counter command again and
-again; each result adds ~500 tokens, so the conversation reaches the window in ~20 turns.
+again; each turn adds ~1,200 tokens, so the conversation reaches the compaction point (21,504
+tokens) in ~16 turns.
 `anyclaude claude`'s environment tells Claude Code where to compact (anyclaude/claude_code.py):
 it must summarize (a compact_boundary event) before the optimizer would have to cut, and
 no request may be refused as too long.
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.timeout(2400)
 WINDOW = 16384
 LAST_TURN = 26
 COUNTER = ("c=$(cat n 2>/dev/null || echo 0); c=$((c+1)); echo $c > n; echo turn-$c; "
-           "seq 1 120")
+           "seq 1 300")
 CALL = ('<tool_call>{"name": "Bash", "arguments": ' + json.dumps(
     {"command": COUNTER, "description": "Count a turn"}) + '}</tool_call>')
 SUMMARY = "<summary>The user asked to run the counter command turn after turn.</summary>"
