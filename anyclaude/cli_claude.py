@@ -16,8 +16,8 @@ from anyclaude.claude_code import choose_config_dir, claude_env
 
 INSTALL_HINT = "npm install -g @anthropic-ai/claude-code"
 # anyclaude authenticates with ANTHROPIC_AUTH_TOKEN; a key as well would bring back the
-# "Detected a custom API key" question.
-DROPPED = ("ANTHROPIC_API_KEY",)
+# "Detected a custom API key" question. The compaction switch is set only where it helps.
+DROPPED = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_AUTO_COMPACT_WINDOW")
 
 
 def find_claude() -> str | None:
@@ -49,11 +49,14 @@ def env_command() -> None:
     config_dir, note = choose_config_dir(dict(os.environ))
     if note:
         click.echo(note, err=True)
-    for key, value in claude_env(settings, engine).items():
+    exports = claude_env(settings, engine)
+    for key, value in exports.items():
         click.echo(f"export {key}={shlex.quote(value)}")
     if config_dir is not None:
         click.echo(f"export CLAUDE_CONFIG_DIR={shlex.quote(str(config_dir))}")
-    click.echo("unset ANTHROPIC_API_KEY")
+    for key in DROPPED:
+        if key not in exports:
+            click.echo(f"unset {key}")
 
 
 @click.command("claude", context_settings={"ignore_unknown_options": True,
