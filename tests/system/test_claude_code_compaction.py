@@ -20,11 +20,12 @@ from claude_cli import run_claude
 from conftest import System, free_port
 from searxng_fake import FakeSearxng   # on sys.path through conftest
 
-# The test is about filling a window in ~20 turns; the model's own 64K would take ~100.
-# A cold prefill of Claude Code's whole prompt takes minutes on a shared CPU.
+# A cold prefill of a whole conversation takes minutes on a shared CPU.
 pytestmark = pytest.mark.timeout(2400)
 
-WINDOW = 16384
+# The test is about filling a window in ~15-20 turns; the model's own 64K would take ~40.
+# 32768 is the smallest common window where Claude Code compacts by itself (claude_code.py).
+WINDOW = 32768
 LAST_TURN = 26
 COUNTER = ("c=$(cat n 2>/dev/null || echo 0); c=$((c+1)); echo $c > n; echo turn-$c; "
            "seq 1 300")
