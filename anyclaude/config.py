@@ -40,7 +40,7 @@ class ServerConfig:
 class ModelConfig:
     path: str = ""                # local directory or Hugging Face id; "" = the built-in demo
     kind: str = "mlx"             # mlx | openai | anthropic
-    context_window: int = 0       # 0 = what the model declares, capped by memory (modelfiles/window.py)
+    context_window: int = 0       # 0 = the model's own, capped by memory (modelfiles/window.py)
     max_output_tokens: int = 8192
     tool_parser: str = "auto"
     base_url: str = ""            # openai / anthropic kinds

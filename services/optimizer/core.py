@@ -115,11 +115,14 @@ class Optimizer:
         conversation's real size (one more exact count) and what was done to it."""
         client_tokens = max(self.count(request), fit.tokens)
         done = {n["action"]: n for n in fit.notes}
+
+        def counted(action: str, key: str = "count") -> int:
+            return done.get(action, {}).get(key, 0)
         report = {"client_tokens": client_tokens, "prompt_tokens": fit.tokens,
                   "left_out_tokens": client_tokens - fit.tokens, "window": window,
-                  "dropped_messages": done.get("drop_turns", {}).get("messages", 0),
-                  "placeholder_tool_results": done.get("placeholder_tool_results", {}).get("count", 0),
-                  "shortened_tool_results": done.get("shorten_tool_result", {}).get("count", 0)}
+                  "dropped_messages": counted("drop_turns", "messages"),
+                  "placeholder_tool_results": counted("placeholder_tool_results"),
+                  "shortened_tool_results": counted("shorten_tool_result")}
         log.info("optimizer.left_out", model=request["model"], **report)
         return report
 
