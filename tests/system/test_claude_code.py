@@ -7,6 +7,8 @@ import os
 import re
 import signal
 
+import pytest
+
 from claude_cli import run_claude
 from claude_tty import Interactive
 
@@ -45,6 +47,7 @@ def test_thinking_is_echoed_back_and_accepted(system):
     assert run.result["result"] == "Done thinking."
 
 
+@pytest.mark.timeout(2400)   # a cold 28K-token prefill takes minutes on a shared CPU
 def test_full_request_with_all_tools_hits_the_prefix_cache_on_the_next_turn(system):
     """Without --bare Claude Code sends its whole system prompt, ~25 tools and role
     "system" messages: the second request of the tool loop must reuse the first's prefix."""
