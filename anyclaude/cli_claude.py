@@ -12,38 +12,12 @@ from pathlib import Path
 import click
 
 from anyclaude import config
+from anyclaude.claude_code import choose_config_dir, claude_env
 
-LOCAL_KEY = "sk-anyclaude-local"
 INSTALL_HINT = "npm install -g @anthropic-ai/claude-code"
-
-
-def claude_env(settings: config.Settings) -> dict[str, str]:
-    """The environment that points Claude Code at anyclaude and suits local prefill."""
-    default = settings.routes.default
-    small = settings.routes.small or default
-    model = settings.model(default)
-    host = settings.server.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return {
-        "ANTHROPIC_BASE_URL": f"http://{host}:{settings.server.port}",
-        "ANTHROPIC_API_KEY": settings.server.api_key or LOCAL_KEY,
-        "ANTHROPIC_MODEL": default,
-        "ANTHROPIC_DEFAULT_SONNET_MODEL": default,
-        "ANTHROPIC_DEFAULT_OPUS_MODEL": default,
-        "ANTHROPIC_DEFAULT_HAIKU_MODEL": small,
-        "ANTHROPIC_SMALL_FAST_MODEL": small,
-        # Honoured only for ids that do not start with claude- (ours never do).
-        "CLAUDE_CODE_MAX_CONTEXT_TOKENS": str(model.context_window),
-        "CLAUDE_CODE_AUTO_COMPACT_WINDOW": str(model.context_window),
-        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(model.max_output_tokens),
-        # No other host is contacted; no per-session line at the top of the system prompt
-        # (it would defeat the prefix cache).
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_ATTRIBUTION_HEADER": "0",
-        # A cold prefill of Claude Code's 20K-token prompt can take minutes on a CPU.
-        "API_TIMEOUT_MS": str(int(settings.timeouts.total_s * 1000)),
-    }
+# anyclaude authenticates with ANTHROPIC_AUTH_TOKEN; a key as well would bring back the
+# "Detected a custom API key" question. The compaction switch is set only where it helps.
+DROPPED = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_AUTO_COMPACT_WINDOW")
 
 
 def find_claude() -> str | None:
@@ -67,9 +41,22 @@ def _load() -> config.Settings:
 @click.command("env")
 def env_command() -> None:
     """Print the Claude Code settings as shell exports: eval "$(anyclaude env)"."""
-    for key, value in claude_env(_load()).items():
+    settings = _load()
+    engine = engine_info(settings)
+    if engine is None:
+        click.echo("# anyclaude is not running: the window below is the configured one; "
+                   "run `anyclaude up` first for the model's own", err=True)
+    config_dir, note = choose_config_dir(dict(os.environ))
+    if note:
+        click.echo(note, err=True)
+    exports = claude_env(settings, engine)
+    for key, value in exports.items():
         click.echo(f"export {key}={shlex.quote(value)}")
-    click.echo("unset ANTHROPIC_AUTH_TOKEN")
+    if config_dir is not None:
+        click.echo(f"export CLAUDE_CONFIG_DIR={shlex.quote(str(config_dir))}")
+    for key in DROPPED:
+        if key not in exports:
+            click.echo(f"unset {key}")
 
 
 @click.command("claude", context_settings={"ignore_unknown_options": True,
@@ -81,27 +68,37 @@ def claude_command(args: tuple[str, ...]) -> None:
     binary = find_claude()
     if binary is None:
         raise click.ClickException(f"Claude Code is not installed. Install it with: {INSTALL_HINT}")
-    if not _running():
+    if engine_info(settings) is None:
         click.echo("anyclaude is not running; starting it (anyclaude up --detach) …", err=True)
         started = subprocess.run([sys.executable, "-m", "anyclaude.cli", "up", "--detach"])
         if started.returncode != 0:
             raise click.ClickException("anyclaude could not start; see the lines above and "
                                        "`anyclaude logs`")
-    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_AUTH_TOKEN"}
-    env.update(claude_env(settings))
+    config_dir, note = choose_config_dir(dict(os.environ))
+    if note:
+        click.echo(note, err=True)
+    env = {k: v for k, v in os.environ.items() if k not in DROPPED}
+    if config_dir is not None:
+        env["CLAUDE_CONFIG_DIR"] = str(config_dir)
+    env.update(claude_env(settings, engine_info(settings)))
     os.execvpe(binary, [binary, *args], env)
 
 
-def _running() -> bool:
+def engine_info(settings: config.Settings) -> dict | None:
+    """The default model's engine info from the running supervisor ({} when the engine
+    has not reported yet); None when anyclaude is not running."""
     from anyclaude import bus, messages
     from anyclaude.errors import AnyclaudeError
     if not bus.socket_path("control").exists():
-        return False
+        return None
     client = bus.Client("control")
     try:
-        client.request(messages.Command("status"), timeout=2.0)
-        return True
+        reply = client.request(messages.Command("status"), timeout=2.0)
     except AnyclaudeError:
-        return False
+        return None
     finally:
         client.close()
+    name = f"engine-{settings.routes.default}"
+    services = (reply.data or {}).get("services", []) if reply.ok else []
+    found = next((s for s in services if s.get("name") == name), None)
+    return dict((found or {}).get("info") or {})

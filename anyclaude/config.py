@@ -42,7 +42,7 @@ class ModelConfig:
     path: str = ""                # MLX directory, .gguf file, Hugging Face id, builtin:tiny;
                                   # "" = builtin:smollm2, the built-in default model
     kind: str = "mlx"             # mlx | openai | anthropic
-    context_window: int = 32768
+    context_window: int = 0       # 0 = the model's own, capped by memory (modelfiles/window.py)
     max_output_tokens: int = 8192
     tool_parser: str = "auto"
     base_url: str = ""            # openai / anthropic kinds

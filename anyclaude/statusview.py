@@ -43,7 +43,10 @@ def _engine(i: dict) -> list[str]:
         return [download_text(d) for d in i["download"]]
     cache = i.get("cache") or {}
     rate = cache.get("hit_rate")
-    return [f"model={i.get('model')}", f"blas={i.get('blas')}", f"queue={i.get('queue', 0)}",
+    window = ([f"window={i['context_window']}({i.get('window_source', '?')})"]
+              if i.get("context_window") else [])
+    return [f"model={i.get('model')}", *window, f"blas={i.get('blas')}",
+            f"queue={i.get('queue', 0)}",
             f"done={i.get('completed', 0)}",
             f"cache hit={'-' if rate is None else f'{rate:.0%}'}",
             f"cached={cache.get('cached_tokens', 0)}tok/{_mb(cache.get('bytes'))}",

@@ -181,6 +181,17 @@ def build_tiny_model(out_dir: str | os.PathLike, *, preset: str = "tiny", hidden
     return out
 
 
+# The demo model declares a window that takes Claude Code's whole interactive first request
+# (~33K tokens on this 4096-token vocabulary) with a full 8192-token output reserve; its KV
+# cache is 4 KB a token (256 MB at 64K), far under any memory cap.
+DEMO_MAX_POSITION = 65536
+
+
+def ensure_demo_model(cache_root: str | os.PathLike | None = None) -> Path:
+    """The offline ``demo`` model (the tiny preset, declaring DEMO_MAX_POSITION)."""
+    return ensure_tiny_model(cache_root, max_position=DEMO_MAX_POSITION)
+
+
 def ensure_tiny_model(cache_root: str | os.PathLike | None = None, **kwargs) -> Path:
     """Build (or reuse) a model under ``cache_root`` (default: ~/.cache/anyclaude/models, or
     $XDG_CACHE_HOME) in a directory named after its build key, so that different shapes

@@ -171,12 +171,21 @@ class Streamed:
     usage: dict = field(default_factory=dict)
     stop_reason: str | None = None
     blocks: list = field(default_factory=list)     # the reply's content blocks (Anthropic)
+    left_out: int = 0           # tokens the optimizer left out (anyclaude-context-cut header)
 
     @property
     def input_total(self) -> int:
+        """Prompt tokens the model read: usage also counts what a cut left out."""
         u = self.usage
         return (u.get("input_tokens", 0) + u.get("cache_read_input_tokens", 0)
-                + u.get("cache_creation_input_tokens", 0))
+                + u.get("cache_creation_input_tokens", 0)) - self.left_out
+
+    @property
+    def model_text(self) -> str:
+        """The text the model wrote, without the notice a cut puts first."""
+        if self.text.startswith("[anyclaude: ") and "]\n\n" in self.text:
+            return self.text.split("]\n\n", 1)[1]
+        return self.text
 
     @property
     def cache_read(self) -> int:
@@ -219,6 +228,9 @@ def stream_messages(url: str, body: dict, timeout: float = 1800) -> Streamed:
     conn, response = post(url, "/v1/messages", {**body, "stream": True},
                            {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}, timeout)
     out = Streamed(ttft=0.0, total=0.0)
+    cut = response.getheader("anyclaude-context-cut") or ""
+    if cut.startswith("left_out_tokens="):
+        out.left_out = int(cut.split(";")[0].split("=")[1])
     partial: dict[int, str] = {}
     try:
         for event, data in sse(response):

@@ -51,8 +51,8 @@ def resolve_model(path_or_id: str, *, model_id: str = "",
         converted = gguf_model_dir(smollm2_gguf(model_id), cache, model_id=model_id)
         return ResolvedModel(converted.path, SMOLLM2_NOTE, converted.weights)
     if path_or_id == BUILTIN_TINY:
-        from anyclaude.tinymodel import ensure_tiny_model
-        return ResolvedModel(ensure_tiny_model(cache / "models"), TINY_NOTE, "float32 (random)")
+        from anyclaude.tinymodel import ensure_demo_model
+        return ResolvedModel(ensure_demo_model(cache / "models"), TINY_NOTE, "float32 (random)")
     local = Path(path_or_id).expanduser()
     if local.suffix.lower() == ".gguf":
         from anyclaude.modelfiles.gguf import gguf_model_dir

@@ -17,6 +17,11 @@ Emit = Callable[[Message], None]
 
 
 class Core(Protocol):
+    context_window: int
+    """Tokens the model takes, prompt + output (anyclaude/modelfiles/window.py's rule)."""
+
+    max_output_tokens: int
+
     slow_count: bool
     """``count`` may wait on the network: the service counts on a thread pool, not in its
     bus loop (the remote kinds)."""

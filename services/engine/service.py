@@ -110,7 +110,7 @@ class EngineService:
             call.send(messages.Error("engine", f"count failed: {exc.__class__.__name__}: {exc}"))
 
     def _counted(self, tokens: int) -> messages.Counted:
-        return messages.Counted(int(tokens), self.model_config.context_window,
+        return messages.Counted(int(tokens), self.core.context_window,
                                 estimated=is_estimate(tokens))
 
     def _position(self, job: Job) -> int:
@@ -204,7 +204,7 @@ class EngineService:
                  **self.model_facts)
         force_file = self.settings.engine.force_file or os.environ.get("ANYCLAUDE_FORCE_FILE") or None
         core = EngineCore(path, model_id=self.model_id,
-                          context_window=self.model_config.context_window,
+                          context_window=self.model_config.context_window,  # 0: the model's
                           max_output_tokens=self.model_config.max_output_tokens,
                           prefill_step_size=self.settings.engine.prefill_step_size,
                           tool_parser=self.model_config.tool_parser, force_file=force_file,
@@ -230,6 +230,11 @@ class EngineService:
                          **{k: cache[k] for k in ("hits", "misses", "disk_hits", "reused_tokens",
                                                   "cached_tokens", "bytes", "budget", "entries")
                             if k in cache}}}
+        if self.core is not None:   # what Claude Code's launcher and the optimizer read
+            out.update(context_window=self.core.context_window,
+                       max_output_tokens=self.core.max_output_tokens,
+                       window_source=getattr(getattr(self.core, "window", None), "source",
+                                             "configured"))
         download = hub.progress() if self.core is None else None
         if download:   # heartbeats flow while the model downloads (state starting)
             out["download"] = download

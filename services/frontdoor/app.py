@@ -21,7 +21,7 @@ from collections.abc import Callable
 import falcon
 import structlog
 
-from anyclaude import errors
+from anyclaude import context_notice, errors
 from anyclaude import messages as messages_mod
 from anyclaude import token_count
 from anyclaude.breaker import IGNORE, SUCCESS, Breaker
@@ -317,6 +317,7 @@ class _Messages:
         try:
             self.relay.watch.check(local)        # a suspected engine that is down: say so now
             request = self._prepare_or_explain(offered, rid, local, notes)
+            cut = request.pop(context_notice.CUT_KEY, None)
             place = self.relay.admission.move(place, request["model"])
             ticket = self.inflight.enter(request_key(req.context.api_key, body), rid)
         except BaseException:
@@ -331,11 +332,14 @@ class _Messages:
                  **({"reductions": reductions} if reductions else {}))
         call = Call(request_id=rid, message_id=new_id("msg_"), requested_model=requested,
                     model_id=request["model"], request=request, ticket=ticket, trial=trial,
-                    place=place, record=record, engine_stream=search_loop.engine_stream(
+                    place=place, record=record, cut=cut, engine_stream=search_loop.engine_stream(
                         self.engines, web_tool, request, self._searcher, request_id=rid,
                         optimizer=self.optimizer, asked=offered))
         if reductions:
             resp.set_header("anyclaude-reductions", reductions)
+        if cut:
+            resp.set_header("anyclaude-context-cut", f"left_out_tokens={cut['left_out_tokens']}; "
+                            f"client_tokens={cut['client_tokens']}; window={cut['window']}")
         if not parsed.stream:
             resp.media = self.relay.complete(call, _disconnected(req))
             return
@@ -367,6 +371,7 @@ class _Messages:
         parsed = parse.parse_request(parse.decode_body(self._body(req)), count=True)
         offered, _ = search_loop.offer(parsed.request)   # counted as the model sees it
         request = self._prepare(offered, rid)
+        cut = request.pop(context_notice.CUT_KEY, None) or {}
         trial = self.breaker.allow()
         outcome = IGNORE
         try:
@@ -381,8 +386,10 @@ class _Messages:
         finally:
             self.breaker.record(outcome, trial=trial)
         estimated = token_count.is_estimate(tokens)
+        # the conversation as the client sent it, also when the optimizer had to cut it
+        total = int(tokens) + int(cut.get("left_out_tokens", 0))
         (log.warning if estimated else log.info)(
             "frontdoor.count_tokens", request_id=rid, model=request["model"],
-            input_tokens=int(tokens), estimate=estimated)
+            input_tokens=total, left_out_tokens=cut.get("left_out_tokens", 0), estimate=estimated)
         resp.set_header(token_count.HEADER, "estimate" if estimated else "exact")
-        resp.media = {"input_tokens": int(tokens)}
+        resp.media = {"input_tokens": total}

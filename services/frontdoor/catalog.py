@@ -42,7 +42,7 @@ class Catalog:
                            f"{', '.join(self.settings.models)}")
         return {"type": "model", "id": model_id, "display_name": cfg.display_name or model_id,
                 "created_at": self.created_at, "lifecycle": "active",
-                "max_input_tokens": cfg.context_window, "max_tokens": cfg.max_output_tokens}
+                "max_input_tokens": cfg.context_window or None, "max_tokens": cfg.max_output_tokens}
 
     def listing(self) -> dict:
         data = [self.info(model_id) for model_id in self.settings.models]

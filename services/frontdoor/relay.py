@@ -41,6 +41,7 @@ from anyclaude.errors import AnyclaudeError
 from . import sse
 from .admission import Admission, Place
 from .assemble import Assembler
+from .cut_notice import with_cut_notice
 from .inflight import InFlight, Ticket
 from .records import Record, Recorder
 from .stream import END, Body, Job, SSEWriter, public_error
@@ -80,6 +81,7 @@ class Call:
     place: Place | None = None   # its place in the engine's admission queue
     engine_stream: Callable | None = None   # replaces engines.stream (the search loop)
     record: Record | None = None            # for the status page, /metrics and the log
+    cut: dict | None = None  # the optimizer left messages out: say so (cut_notice.py)
 
 
 class Relay:
@@ -116,6 +118,8 @@ class Relay:
                 run = call.engine_stream or self.engines.stream
                 frames = run(call.model_id, call.request, request_id=call.request_id,
                              client_gone=gone)
+                if call.cut:
+                    frames = with_cut_notice(frames, call.cut)
                 try:
                     for frame in frames:
                         if isinstance(frame, (messages.Delta, messages.Done)):

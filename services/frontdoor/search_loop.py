@@ -67,7 +67,7 @@ from collections.abc import Callable, Iterator
 
 import structlog
 
-from anyclaude import errors, messages
+from anyclaude import context_notice, errors, messages
 from anyclaude.websearch_text import result_text
 
 from . import websearch
@@ -212,6 +212,8 @@ class SearchLoop:
         except Exception as exc:   # the optimizer's fault, not the client's: end cleanly
             log.exception("frontdoor.search_loop.optimizer_crashed", request_id=request_id)
             return None, self._ending(FAILED, exc, request_id, round_no)
+        # the message's first call already told the client about a cut (cut_notice.py)
+        request.pop(context_notice.CUT_KEY, None)
         return request, None
 
     @staticmethod

@@ -21,7 +21,8 @@ from collections.abc import Callable
 
 import structlog
 
-from anyclaude import errors
+from anyclaude import context_notice, errors
+from anyclaude.modelfiles.window import remote_window
 from anyclaude.optimizer_config import OptimizerConfig, profile as profile_of
 
 from . import auto_reduce, fitting, hygiene, reductions, routing, sessions
@@ -75,6 +76,9 @@ class Optimizer:
         req["system"], removed = hygiene.remove_billing_header(list(req.get("system") or []))
         if removed:
             notes.append({"action": "remove_billing_header"})
+        req["messages"], notices = context_notice.strip(req["messages"])
+        if notices:
+            notes.append({"action": "remove_cut_notices", "count": notices})
         key = sessions.session_key(req)
         chain = sessions.message_chain(req["messages"])
         routes = self.settings.routes
@@ -103,12 +107,12 @@ class Optimizer:
         profile = self.profile(route.model)
         request, red_notes = reductions.apply({**req, "model": route.model}, profile)
         model = self.settings.models[route.model]
-        window, limit, aim = self._sizes(route.model, request["max_tokens"], profile)
+        window, limit, aim = self._sizes(route.model, request, profile)
         reduced, auto_notes = self.auto.reduce(request, count=self.count, limit=limit,
                                                profile=profile)
-        if self._sizes(route.model, request["max_tokens"], profile)[0] != window:
+        if self._sizes(route.model, request, profile)[0] != window:
             # the engine's first count told its window: decide with it, as later turns will
-            window, limit, aim = self._sizes(route.model, request["max_tokens"], profile)
+            window, limit, aim = self._sizes(route.model, request, profile)
             reduced, auto_notes = self.auto.reduce(request, count=self.count, limit=limit,
                                                    profile=profile)
         request = reduced
@@ -132,6 +136,8 @@ class Optimizer:
         notes.extend(fit.notes)
         notes.append({"action": "fit", "input_tokens": fit.tokens, "budget": limit, "aim": aim,
                       "context_window": window, "tokens_saved": saved, "exact_counts": fit.counts})
+        if fit.messages != request["messages"]:
+            out[context_notice.CUT_KEY] = self._cut_report(request, fit, window)
         room = min(request["max_tokens"], model.max_output_tokens or request["max_tokens"],
                    window - fit.tokens)
         if room < request["max_tokens"]:
@@ -140,16 +146,42 @@ class Optimizer:
             out["max_tokens"] = max(1, room)
         return out, notes, fit
 
-    def _sizes(self, model_id: str, max_tokens: int, profile) -> tuple[int, int, int]:
+    def _sizes(self, model_id: str, request: dict, profile) -> tuple[int, int, int]:
         """(window, prompt limit, aim) for one model and request."""
         model = self.settings.models[model_id]
-        window = model.context_window
-        if self.reported_window(model_id) > 0:
-            window = min(window, self.reported_window(model_id))
+        max_tokens = request["max_tokens"]
+        window = self._window(model_id, request)
         limit = prompt_limit(window, max_tokens, model.max_output_tokens)
         aim = min(limit, budget_for(window, max_tokens, model.max_output_tokens,
                                     profile.output_reserve_ratio))
         return window, limit, aim
+
+    def _cut_report(self, request: dict, fit: fitting.Fit, window: int) -> dict:
+        """What the front door tells the client when messages were left out: the
+        conversation's real size (one more exact count) and what was done to it."""
+        client_tokens = max(self.count(request), fit.tokens)
+        done = {n["action"]: n for n in fit.notes}
+
+        def counted(action: str, key: str = "count") -> int:
+            return done.get(action, {}).get(key, 0)
+        report = {"client_tokens": client_tokens, "prompt_tokens": fit.tokens,
+                  "left_out_tokens": client_tokens - fit.tokens, "window": window,
+                  "dropped_messages": counted("drop_turns", "messages"),
+                  "placeholder_tool_results": counted("placeholder_tool_results"),
+                  "shortened_tool_results": counted("shorten_tool_result")}
+        log.info("optimizer.left_out", model=request["model"], **report)
+        return report
+
+    def _window(self, model_id: str, request: dict) -> int:
+        """The engine's window (it reports it with every count); the configured one until
+        it has answered, for remote kinds, or when it reports none."""
+        configured = self.settings.models[model_id].context_window
+        if self.reported_window(model_id) <= 0 and configured <= 0:
+            self.count(request)     # a local engine's first count tells its window
+        reported = self.reported_window(model_id)
+        if reported > 0:
+            return min(reported, configured) if configured > 0 else reported
+        return remote_window(configured)
 
     def profile(self, model_id: str):
         found = self._profiles.get(model_id)

@@ -14,7 +14,7 @@ import httpx2 as httpx
 import msgpack
 import pytest
 
-from anyclaude import bus, errors
+from anyclaude import bus, context_notice, errors
 from anyclaude.config import ModelConfig
 from anyclaude import websearch_text as search_blocks
 from anyclaude.services.frontdoor.gateway import BusOptimizer
@@ -68,7 +68,9 @@ def appended(message: dict, rounds: int) -> list[dict]:
     text = None
     for block in content:
         if block["type"] == "text":
-            text = block["text"]
+            # a cut's notice is the client's only: the model's turn is without it
+            text = context_notice.strip([{"role": "assistant", "content": [block]}])[0][0][
+                "content"][0]["text"]
         elif block["type"] == "server_tool_use":
             turn = [{"type": "text", "text": text}] if text else []
             out.append({"role": "assistant", "content": [*turn, {
@@ -111,6 +113,8 @@ def test_a_continuation_that_fits_is_the_request_plus_appended_messages(
     assert service.optimizer.stats["requests"] == 3        # every engine call was fitted
     shortened = "cut by anyclaude" in json.dumps(first["messages"])
     assert shortened == bool(history)                      # the first call's plan cut history
+    notice = message["content"][0]["text"].startswith(context_notice.PREFIX)
+    assert notice == bool(history)                         # ... and the client was told
     # byte for byte: the request the engine ran, messages appended, max_tokens what is left
     expected = {**first, "max_tokens": 198, "messages": [*first["messages"], *added[:2]]}
     assert msgpack.packb(second) == msgpack.packb(expected)

@@ -8,6 +8,12 @@ def test_engine_summary_shows_blas_and_cache_hit_rate():
             "cache": {"hit_rate": 0.75, "cached_tokens": 20000, "bytes": 80 * 2**20, "disk_hits": 1}}
     text = service_summary("engine-qwen", info)
     assert "blas=openblas" in text and "cache hit=75%" in text and "cached=20000tok/80MB" in text
+    assert "window=" not in text          # an engine that has not reported one yet
+
+
+def test_engine_summary_shows_the_window_and_where_it_came_from():
+    info = {"model": "qwen", "context_window": 32768, "window_source": "model"}
+    assert "window=32768(model)" in service_summary("engine-qwen", info)
 
 
 def test_kvstore_summary_shows_size_budget_and_degraded():

@@ -9,7 +9,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from anyclaude.cli_claude import claude_env, find_claude
+from anyclaude.claude_code import claude_env
+from anyclaude.cli_claude import find_claude
 from anyclaude.config import load_settings
 
 
@@ -46,9 +47,12 @@ def run_claude(system, prompt: str, *, bare: bool = True, tools: str = "Bash",
     binary = find_claude()
     assert binary, "Claude Code is not installed: scripts/setup --test installs it"
     settings = load_settings(Path(system.env["ANYCLAUDE_CONFIG"]), env=system.env)
-    env = {**os.environ, **claude_env(settings), "HOME": tempfile.mkdtemp(prefix="cc-home-"),
+    engine = system.service(f"engine-{settings.routes.default}")["info"]
+    # -p mode shows no first-run screens: a fresh HOME without ~/.claude.json is enough.
+    env = {**os.environ, **claude_env(settings, engine),
+           "HOME": tempfile.mkdtemp(prefix="cc-home-"),
            "CLAUDE_CODE_MAX_RETRIES": "0", **(extra_env or {})}
-    env.pop("ANTHROPIC_AUTH_TOKEN", None)
+    env.pop("ANTHROPIC_API_KEY", None)
     # A long prompt goes through stdin (one argument may not exceed 128 KB).
     via_stdin = len(prompt) > 100_000
     command = [binary, "-p", *([] if via_stdin else [prompt]), "--output-format", "stream-json", "--verbose",

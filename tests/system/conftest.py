@@ -21,10 +21,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "websearch"))
 from searxng_fake import FakeSearxng  # noqa: E402
 
-from anyclaude.tinymodel import ensure_tiny_model  # noqa: E402
+from anyclaude.tinymodel import DEMO_MAX_POSITION, ensure_demo_model  # noqa: E402
 from llama_report import pytest_terminal_summary  # noqa: E402,F401  (llama tests not run: loud)
 
-CONTEXT_WINDOW = 32768
+# The model (the demo model's build) declares its window; nothing is configured, as for a
+# user. Its output limit is the default (8192) too.
+CONTEXT_WINDOW = DEMO_MAX_POSITION
 
 
 def free_port() -> int:
@@ -41,8 +43,7 @@ class System:
         self.force_file = home / "force.json"
         self.force_file.write_text(json.dumps({"rules": []}))
         if models is None:
-            models = (f'[models.tiny]\npath = "{model_dir}"\ncontext_window = {CONTEXT_WINDOW}\n'
-                      'max_output_tokens = 256\n\n[routes]\ndefault = "tiny"\n')
+            models = f'[models.tiny]\npath = "{model_dir}"\n\n[routes]\ndefault = "tiny"\n'
         self.config = home / "anyclaude.toml"
         self.config.write_text(f"""
 [server]
@@ -76,8 +77,11 @@ dir = "{home / 'logs'}"
                     "XDG_CACHE_HOME": str(home / "xdg-cache"),
                     "XDG_STATE_HOME": str(home / "xdg-state")}
 
-    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "anyclaude.cli", *args], env=self.env,
+    def cli(self, *args: str, timeout: float = 180, env: dict | None = None
+            ) -> subprocess.CompletedProcess:
+        """`anyclaude ARGS`; ``env`` adds to (or replaces) the system's environment."""
+        return subprocess.run([sys.executable, "-m", "anyclaude.cli", *args],
+                              env={**self.env, **(env or {})},
                               capture_output=True, text=True, timeout=timeout)
 
     def say(self, *rules: tuple, otherwise: str | None = "ok") -> None:
@@ -110,7 +114,7 @@ dir = "{home / 'logs'}"
 @pytest.fixture(scope="session")
 def system(tmp_path_factory):
     home = tmp_path_factory.mktemp("system")
-    model_dir = ensure_tiny_model(home / "models")
+    model_dir = ensure_demo_model(home / "models")
     searxng = FakeSearxng()
     sys_ = System(home, free_port(), searxng, model_dir)
     up = sys_.cli("up", "--detach", timeout=300)

@@ -73,7 +73,9 @@ def test_every_turn_succeeds_with_the_forced_reply(session_run):
             call = next(b for b in reply.blocks if b["type"] == "tool_use")
             assert call["name"] == "Read" and call["input"] == {"file_path": "/src/parser.py"}, i
         else:
-            assert (reply.stop_reason, reply.text) == ("end_turn", B.SUMMARY), i
+            assert (reply.stop_reason, reply.model_text) == ("end_turn", B.SUMMARY), i
+        # a turn whose older messages were left out says so first, and counts them in usage
+        assert reply.text.startswith("[anyclaude: ") == (reply.left_out > 0), i
     summaries = sum(1 for t in turns if t["reply"].stop_reason == "end_turn")
     assert summaries >= TURNS // 7        # both kinds of turn happened
 

@@ -17,6 +17,7 @@ import structlog
 
 from anyclaude import errors
 from anyclaude.messages import Error, Progress
+from anyclaude.modelfiles.window import remote_window
 
 from anyclaude.services.engine.backends import upstream_errors as uerr
 from anyclaude.services.engine.backends.affinity import Affinity, session_key
@@ -51,7 +52,7 @@ class UpstreamCore:
         self.affinity = Affinity(list(self.upstreams))
         self.key_env = cfg.api_key_env or ""
         self.model_name = cfg.path or model_id
-        self.context_window = int(cfg.context_window)
+        self.context_window = remote_window(int(cfg.context_window))
         self.max_output_tokens = int(cfg.max_output_tokens)
         self.timeout_s = float(getattr(cfg, "timeout_s", 600.0) or 600.0)
         self.trace_dir = getattr(cfg, "trace_dir", "") or ""

@@ -24,6 +24,7 @@ import time
 from anyclaude import errors
 from anyclaude.logs import get_logger
 from anyclaude.messages import Delta, Done, Progress
+from anyclaude.modelfiles.window import window_for_model_dir
 
 from anyclaude.services.engine.parsing import tool_choice
 from anyclaude.services.engine.envelope import run_generate
@@ -55,7 +56,9 @@ class EngineCore:
         self.model = self.loaded.model
         self.tokenizer = self.loaded.tokenizer
         self.model_id = model_id
-        self.context_window = int(context_window)
+        self.window = window_for_model_dir(int(context_window), self.loaded.config,
+                                           self.loaded.path, reserved_mb=memory_budget_mb)
+        self.context_window = self.window.tokens
         self.max_output_tokens = int(max_output_tokens)
         self.prefill_step_size = int(prefill_step_size)
         self.delta_interval = delta_interval
@@ -80,8 +83,12 @@ class EngineCore:
             self._enable_prefix_cache(memory_budget_mb, block_tokens, kv_dir)
         if self.kv is not None and write_retry_s is not None:
             self.kv.retry_after = write_retry_s   # after a failed disk write: memory-only this long
+        if self.window.source == "configured" and 0 < self.window.memory_cap < self.context_window:
+            log.warning("engine.window.above_memory_cap", model=model_id, **self.window.as_dict(),
+                        note="the configured context_window may not fit in memory; "
+                             "remove it to use what memory can hold")
         log.info("engine.core.ready", model=model_id, family=self.family,
-                 context_window=self.context_window, max_output_tokens=self.max_output_tokens,
+                 **self.window.as_dict(), max_output_tokens=self.max_output_tokens,
                  prefill_step_size=self.prefill_step_size)
 
     @property
