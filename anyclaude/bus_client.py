@@ -30,6 +30,7 @@ log = structlog.get_logger()
 
 HWM = 10_000
 POLL_MS = 100
+FIRST_TRY_SHARE = 0.6   # of the accept deadline; a resend gets the rest
 
 
 # --- endpoints and sockets --------------------------------------------------------------
@@ -190,14 +191,21 @@ class Client:
         finished = False
         try:
             accepted = None
+            # One accept deadline for all tries together (a resend does not restart it): a
+            # hung peer is refused after deadlines.accept, not after (retries + 1) times it.
+            accept_by = time.monotonic() + deadlines.accept
             for attempt in range(retries + 1):
+                now = time.monotonic()
+                try_by = accept_by if attempt == retries else \
+                    now + (accept_by - now) * FIRST_TRY_SHARE
                 try:
-                    self.send(msg, request_id, timeout=deadlines.accept)
+                    self.send(msg, request_id, timeout=max(try_by - now, 0.0))
                 except errors.ServiceUnavailable:
                     if attempt == 0:
                         raise
                     break   # a peer that took the first try but no longer answers at all
-                accepted = self._await(request_id, deadlines.accept, client_gone)
+                accepted = self._await(request_id, max(try_by - time.monotonic(), 0.0),
+                                       client_gone)
                 if accepted is not None:
                     break
                 self.reset()

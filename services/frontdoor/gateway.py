@@ -85,7 +85,8 @@ class BusSearch:
 
 class BusOptimizer:
     def __init__(self, settings: Settings, *, timeout: float | None = None):
-        # The optimizer may ask the engine for exact counts (optimizer.count_timeout_s).
+        # The optimizer counts locally; it asks an engine only for where its tokenizer is
+        # (once per engine process) or, for a model it cannot tokenize, for a count.
         self.timeout = timeout if timeout is not None else (
             max(settings.timeouts.accept_s, 5.0) + settings.optimizer.count_timeout_s)
         self._clients = _PerThread()
