@@ -198,8 +198,9 @@ class Client:
                 now = time.monotonic()
                 try_by = accept_by if attempt == retries else \
                     now + (accept_by - now) * FIRST_TRY_SHARE
-                try:
-                    self.send(msg, request_id, timeout=max(try_by - now, 0.0))
+                try:   # waiting for a connection may take the whole deadline
+                    self.send(msg, request_id, timeout=deadlines.accept if attempt == 0
+                              else max(accept_by - now, 0.0))
                 except errors.ServiceUnavailable:
                     if attempt == 0:
                         raise

@@ -140,6 +140,31 @@ def test_row3_hang_mid_stream_idle_deadline_then_queued_request_accept_deadline(
     assert reply.json()["content"][0]["text"] == "ok"
 
 
+def test_hung_idle_engine_refuses_a_new_request_within_the_accept_deadline(system):
+    """SIGSTOP an idle engine: a new request is a 529 within accept_s (one deadline for the
+    try and its resend together), not after a token-count timeout - the optimizer counts
+    with its own tokenizer and asks the hung engine nothing."""
+    system.space_faults()
+    system.say(("to a hung engine", "never said"))
+    retry_until_ok(system, body("before the hang"))
+    assert system.service("optimizer")["info"]["tokenizers"] == ["tiny"]
+    pid = system.signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        reply = system.post(body("to a hung engine"), timeout=30)
+        took = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    print(f"\n[hung] SIGSTOPped engine -> HTTP {reply.status_code} after {took:.2f} s "
+          f"(accept deadline {TIMEOUTS['accept_s']} s)")
+    assert reply.status_code == 529, reply.text
+    assert reply.json()["error"]["type"] == "overloaded_error"
+    assert f"within {TIMEOUTS['accept_s']:g} s" in reply.json()["error"]["message"]
+    assert int(reply.headers["retry-after"]) >= 1
+    assert took < TIMEOUTS["accept_s"] + 1.0
+    retry_until_ok(system, body("fine after SIGCONT"))
+
+
 def test_deadline_before_headers_is_an_http_504(system):
     """Non-streaming: the engine stops answering during the prefill -> 504 timeout_error."""
     system.space_faults()
