@@ -174,6 +174,14 @@ class EngineCore:
         if fail_after:
             raise errors.EngineFailed("injected failure after the forced text (force file)")
         output_tokens = sum(1 for t in generated if t not in self.eos_ids)
+        self._log_done(finish, n_prompt, reused, output_tokens, started, first_token_at)
+        return Done(stop_reason=finish, stop_sequence=stops.matched,
+                    usage=self._usage(n_prompt, reused, output_tokens))
+
+    def _log_done(self, finish: str, n_prompt: int, reused: int, output_tokens: int,
+                  started: float, first_token_at: float | None) -> None:
+        import mlx.core as mx
+
         done_at = time.monotonic()
         ttft = (first_token_at or done_at) - started
         decode_s = done_at - (first_token_at or done_at)
@@ -182,8 +190,6 @@ class EngineCore:
                  prefill_tps=round((n_prompt - reused) / ttft, 1) if ttft > 0 else None,
                  decode_tps=round((output_tokens - 1) / decode_s, 1) if decode_s > 0 else None,
                  peak_mb=round(mx.get_peak_memory() / 2**20, 1))
-        return Done(stop_reason=finish, stop_sequence=stops.matched,
-                    usage=self._usage(n_prompt, reused, output_tokens))
 
     # -- pieces -----------------------------------------------------------------------------
 
