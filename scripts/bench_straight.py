@@ -13,7 +13,8 @@ Measured (medians over --rounds warm requests):
               and the engine's acceptance cost before the first byte)
   ttft        request sent -> first content delta; each warm request is the cold prompt
               (~--tokens, Claude-Code-shaped) + the forced reply + a new ~100-token message
-  count       POST /v1/messages/count_tokens of the same request
+  count       POST /v1/messages/count_tokens of another such request, not seen before (the
+              same request is counted too, untimed, to check count_tokens == usage)
   hung        the engine SIGSTOPped: a new request -> its HTTP status (default timeouts)
 """
 
@@ -103,16 +104,21 @@ def main() -> None:
         print(f"cold: {sum(usage.get(k, 0) for k in ('input_tokens', 'cache_read_input_tokens', 'cache_creation_input_tokens'))} tokens, ttft {ttft:.2f} s", flush=True)
         rows = []
         rng = random.Random(7)
-        for i in range(args.rounds):
-            body = {**base, "messages": [*base["messages"],
+
+        def turn() -> dict:   # the cached prefix + the forced reply + a new ~100-token message
+            return {**base, "messages": [*base["messages"],
                                          {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
                                          {"role": "user", "content": [{"type": "text", "text": prose(rng, 400)}]}]}
-            t0 = time.perf_counter()
-            counted = count_tokens(system.url, body)
-            count_s = time.perf_counter() - t0
+        for i in range(args.rounds):
+            body = turn()
             ttfb, ttft, usage = timed_stream(system.url, body)
             total = sum(usage.get(k, 0) for k in ("input_tokens", "cache_read_input_tokens",
                                                    "cache_creation_input_tokens"))
+            counted = count_tokens(system.url, body)         # untimed: the same request
+            other = turn()                                    # timed: a request not seen yet
+            t0 = time.perf_counter()
+            count_tokens(system.url, other)
+            count_s = time.perf_counter() - t0
             rows.append((ttfb, ttft, count_s, counted == total, usage.get("cache_read_input_tokens", 0)))
             print(f"warm {i}: ttfb {ttfb * 1000:.1f} ms  ttft {ttft * 1000:.1f} ms  "
                   f"count_tokens {count_s * 1000:.1f} ms  count==usage {counted == total} "

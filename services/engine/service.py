@@ -15,7 +15,6 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
@@ -52,7 +51,7 @@ class EngineService:
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=settings.engine.queue_size)
         self.concurrency = _concurrency(self.model_config)
         self.running: dict[bytes, Job] = {}
-        self.count_pool: ThreadPoolExecutor | None = None
+        self.count_workers: bus.Workers | None = None
         self.counters = {"requests": 0, "completed": 0, "cancelled": 0, "failed": 0,
                          "rejected": 0, "output_tokens": 0, "input_tokens": 0,
                          "cache_read_tokens": 0}
@@ -91,21 +90,14 @@ class EngineService:
     def on_count(self, call: bus.Call) -> None:
         if self.core is None:
             raise errors.ServiceUnavailable(f"{self.name} is still loading the model")
-        if self.count_pool is not None:   # the count may wait on an upstream: not in this loop
-            self.count_pool.submit(self._count, call)
+        if self.count_workers is not None:   # the count may wait on an upstream: not here
+            self.count_workers.handler(self._count)(call)
             return
-        tokens = self.core.count(call.message.request)
-        call.send(messages.Counted(tokens, self.model_config.context_window))
+        call.send(self._count(call))
 
-    def _count(self, call: bus.Call) -> None:
-        try:
-            tokens = self.core.count(call.message.request)
-            call.send(messages.Counted(tokens, self.model_config.context_window))
-        except errors.AnyclaudeError as exc:
-            call.send(messages.Error(exc.type, exc.message, exc.retryable))
-        except Exception as exc:
-            log.exception("engine.count_failed")
-            call.send(messages.Error("engine", f"count failed: {exc.__class__.__name__}: {exc}"))
+    def _count(self, call: bus.Call) -> messages.Message:
+        tokens = self.core.count(call.message.request)
+        return messages.Counted(tokens, self.model_config.context_window)
 
     def _position(self, job: Job) -> int:
         """Requests ahead of this one (0: it runs next or now)."""
@@ -122,7 +114,9 @@ class EngineService:
             self.service.stop()
             return
         if self.core.slow_count:
-            self.count_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="count")
+            self.count_workers = bus.Workers(
+                "engine.count", 4,
+                on_crash=lambda exc: bus.error_reply(exc, "engine.count", crash_type="engine"))
         for i in range(1, self.concurrency):
             threading.Thread(target=self._work, name=f"generation-{i}", daemon=True).start()
         self.service.mark_ready()

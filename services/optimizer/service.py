@@ -9,16 +9,11 @@ run on a few worker threads; the bus loop only hands them out and stays free for
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
-import structlog
-
-from anyclaude import bus, errors, messages, optimizer_config
+from anyclaude import bus, messages, optimizer_config
 
 from .core import Optimizer
 from .local_count import LocalCounter
-
-log = structlog.get_logger()
 
 
 class OptimizerService:
@@ -27,27 +22,18 @@ class OptimizerService:
         optimizer_config.check(config, list(settings.models), settings.source)
         self.counter = LocalCounter(settings, timeout=config.count_timeout_s)
         self.optimizer = Optimizer(settings, self.counter, window=self.counter.window)
-        self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="optimize")
-        self.service = bus.Service("optimizer", {messages.Optimize: self.handle},
+        self.workers = bus.Workers("optimizer", config.workers)
+        self.service = bus.Service("optimizer",
+                                   {messages.Optimize: self.workers.handler(self.work)},
                                    info=self.info)
 
-    def handle(self, call: bus.Call) -> None:
-        self.pool.submit(self.work, call)
-
-    def work(self, call: bus.Call) -> None:
-        try:
-            self.counter.begin()
-            request, notes = self.optimizer.optimize(_without_prompt(call.message.request))
-            prompt = self.counter.prompt_for(request)
-            if prompt is not None:
-                request = {**request, "prompt": prompt}
-            reply = messages.Optimized(request, notes)
-        except errors.AnyclaudeError as exc:
-            reply = messages.Error(exc.type, exc.message, exc.retryable)
-        except Exception as exc:
-            log.exception("optimizer.failed")
-            reply = messages.Error("internal", f"optimizer: {exc.__class__.__name__}: {exc}")
-        call.send(reply)
+    def work(self, call: bus.Call) -> messages.Message:
+        self.counter.begin()
+        request, notes = self.optimizer.optimize(_without_prompt(call.message.request))
+        prompt = self.counter.prompt_for(request)
+        if prompt is not None:
+            request = {**request, "prompt": prompt}
+        return messages.Optimized(request, notes)
 
     def info(self) -> dict:
         return {**self.optimizer.info(), "counts": dict(self.counter.stats),
@@ -58,7 +44,7 @@ class OptimizerService:
         try:
             self.service.run()
         finally:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.workers.shutdown()
 
 
 def _without_prompt(request):
