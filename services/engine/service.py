@@ -215,8 +215,8 @@ class EngineService:
                 "queue": self.queue.qsize(), "busy": bool(self.running),
                 "running": len(self.running),
                 "load_error": self.load_error, **self.counters,
-                "model_dir": self.core.model_dir if self.core is not None else "",
-                "fingerprint": self.core.fingerprint if self.core is not None else "",
+                **({"model_dir": self.core.model_dir, "fingerprint": self.core.fingerprint}
+                   if self.core is not None else {}),   # absent while loading
                 "cache": {"hit_rate": round(cache.get("hits", 0) / looked, 3) if looked else None,
                           **{k: cache[k] for k in ("hits", "misses", "disk_hits", "reused_tokens",
                                                    "cached_tokens", "bytes", "entries") if k in cache}}}

@@ -111,6 +111,7 @@ class LocalCounter:
         return found
 
     def _model_for(self, model_id: str) -> _Model | None:
+        """What we know of the model's engine; None: count through the engine this time."""
         config = self.settings.models.get(model_id)
         if config is not None and config.kind != "mlx":
             return None
@@ -127,16 +128,22 @@ class LocalCounter:
         with self._lock:   # one thread asks and loads; the others wait for it
             known = self._models.get(model_id)
             if known is None or known.socket_id != socket_id:
-                known = self._models[model_id] = self._learn(model_id, name, socket_id, known)
+                known = self._learn(model_id, name, socket_id, known)
+                if known is None:
+                    self._models.pop(model_id, None)
+                else:
+                    self._models[model_id] = known
         return known
 
-    def _learn(self, model_id: str, name: str, socket_id: tuple, old: _Model | None) -> _Model:
+    def _learn(self, model_id: str, name: str, socket_id: tuple,
+               old: _Model | None) -> _Model | None:
         info = self._ask_info(name)
-        model_dir, fingerprint = str(info.get("model_dir") or ""), str(info.get("fingerprint") or "")
-        if not model_dir or not fingerprint:
-            why = info.get("load_error") or "it is still loading the model"
-            raise errors.ServiceUnavailable(f"cannot count tokens: {name}: {why}")
+        if "model_dir" not in info:   # still loading (its Count says so), or an engine that
+            return None               # does not say: count through it, ask again next time
+        model_dir, fingerprint = str(info["model_dir"] or ""), str(info.get("fingerprint") or "")
         window = int(info.get("context_window") or 0)
+        if not model_dir or not fingerprint:   # no local tokenizer: the engine counts
+            return _Model(socket_id, fingerprint, model_dir, window, None, None)
         if old is not None and (old.model_dir, old.fingerprint) == (model_dir, fingerprint):
             return _Model(socket_id, fingerprint, model_dir, window, old.renderer, old.pins)
         renderer = _load_renderer(model_id, model_dir)
