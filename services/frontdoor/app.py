@@ -94,6 +94,7 @@ def create_app(*, settings: Settings, engines, optimizer=None, breaker: Breaker,
                   stall_after=stall_after_s, progress_ping=progress_ping_s,
                   write_deadline=write_deadline_s if write_deadline_s is not None
                   else settings.timeouts.idle_s, early_grace=early_grace_s, clock=clock,
+                  accept_wait=settings.timeouts.accept_s + early_grace_s,
                   admission=admission, watch=watch)
     app = FrontDoorApp(middleware=[_Middleware(settings)])
     app.req_options.strip_url_path_trailing_slash = True

@@ -150,18 +150,21 @@ def test_hung_idle_engine_refuses_a_new_request_within_the_accept_deadline(syste
     assert system.service("optimizer")["info"]["tokenizers"] == ["tiny"]
     pid = system.signal(signal.SIGSTOP)
     try:
-        started = time.monotonic()
-        reply = system.post(body("to a hung engine"), timeout=30)
-        took = time.monotonic() - started
+        replies = []
+        for stream in (False, True):   # streaming too: an HTTP status, not an event: error
+            started = time.monotonic()
+            reply = system.post(body("to a hung engine", stream=stream), timeout=30)
+            replies.append((stream, reply, time.monotonic() - started))
     finally:
         os.kill(pid, signal.SIGCONT)
-    print(f"\n[hung] SIGSTOPped engine -> HTTP {reply.status_code} after {took:.2f} s "
-          f"(accept deadline {TIMEOUTS['accept_s']} s)")
-    assert reply.status_code == 529, reply.text
-    assert reply.json()["error"]["type"] == "overloaded_error"
-    assert f"within {TIMEOUTS['accept_s']:g} s" in reply.json()["error"]["message"]
-    assert int(reply.headers["retry-after"]) >= 1
-    assert took < TIMEOUTS["accept_s"] + 1.0
+    for stream, reply, took in replies:
+        print(f"\n[hung] SIGSTOPped engine, stream={stream} -> HTTP {reply.status_code} after "
+              f"{took:.2f} s (accept deadline {TIMEOUTS['accept_s']} s)")
+        assert reply.status_code == 529, reply.text
+        assert reply.json()["error"]["type"] == "overloaded_error"
+        assert f"within {TIMEOUTS['accept_s']:g} s" in reply.json()["error"]["message"]
+        assert int(reply.headers["retry-after"]) >= 1
+        assert took < TIMEOUTS["accept_s"] + 1.0
     retry_until_ok(system, body("fine after SIGCONT"))
 
 
