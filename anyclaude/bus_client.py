@@ -30,7 +30,6 @@ log = structlog.get_logger()
 
 HWM = 10_000
 POLL_MS = 100
-FIRST_TRY_SHARE = 0.6   # of the accept deadline; a resend gets the rest
 
 
 # --- endpoints and sockets --------------------------------------------------------------
@@ -193,11 +192,15 @@ class Client:
             accepted = None
             # One accept deadline for all tries together (a resend does not restart it): a
             # hung peer is refused after deadlines.accept, not after (retries + 1) times it.
+            # The first try may use all of it: a live peer that is slow to accept (just
+            # restarted, busy loading) must not get the request twice, and a peer that went
+            # away is seen by the socket monitor, not by a timeout.
             accept_by = time.monotonic() + deadlines.accept
             for attempt in range(retries + 1):
                 now = time.monotonic()
-                try_by = accept_by if attempt == retries else \
-                    now + (accept_by - now) * FIRST_TRY_SHARE
+                if attempt > 0 and now >= accept_by:
+                    break
+                try_by = accept_by
                 try:   # waiting for a connection may take the whole deadline
                     self.send(msg, request_id, timeout=deadlines.accept if attempt == 0
                               else max(accept_by - now, 0.0))
