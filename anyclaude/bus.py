@@ -2,7 +2,9 @@
 thread-safe replies).
 
 Endpoints, sockets and the client live in ``anyclaude.bus_client`` and are re-exported
-here, so ``bus.Client``, ``bus.Deadlines``, ``bus.endpoint``, ``bus.run_dir`` ... keep working.
+here, so ``bus.Client``, ``bus.Deadlines``, ``bus.endpoint``, ``bus.run_dir`` ... keep working;
+so are ``bus.ThreadClients`` and ``bus.Workers`` (anyclaude.bus_workers: per-thread clients
+and the worker pool for handlers that block).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import zmq
 from anyclaude import errors, messages
 from anyclaude.bus_client import (HWM, POLL_MS, Client, Deadlines, endpoint, make_socket,
                                   new_request_id, run_dir, socket_path)
+from anyclaude.bus_workers import ThreadClients, Workers, error_reply
 from anyclaude.messages import Message
 
-__all__ = ["HWM", "POLL_MS", "Call", "Client", "Deadlines", "Handler", "Service", "endpoint",
-           "make_socket", "new_request_id", "run_dir", "socket_path"]
+__all__ = ["HWM", "POLL_MS", "Call", "Client", "Deadlines", "Handler", "Service",
+           "ThreadClients", "Workers", "endpoint", "error_reply", "make_socket",
+           "new_request_id", "run_dir", "socket_path"]
 
 log = structlog.get_logger()
 

@@ -190,14 +190,26 @@ class Client:
         finished = False
         try:
             accepted = None
+            # One accept deadline for all tries together (a resend does not restart it): a
+            # hung peer is refused after deadlines.accept, not after (retries + 1) times it.
+            # The first try may use all of it: a live peer that is slow to accept (just
+            # restarted, busy loading) must not get the request twice, and a peer that went
+            # away is seen by the socket monitor, not by a timeout.
+            accept_by = time.monotonic() + deadlines.accept
             for attempt in range(retries + 1):
-                try:
-                    self.send(msg, request_id, timeout=deadlines.accept)
+                now = time.monotonic()
+                if attempt > 0 and now >= accept_by:
+                    break
+                try_by = accept_by
+                try:   # waiting for a connection may take the whole deadline
+                    self.send(msg, request_id, timeout=deadlines.accept if attempt == 0
+                              else max(accept_by - now, 0.0))
                 except errors.ServiceUnavailable:
                     if attempt == 0:
                         raise
                     break   # a peer that took the first try but no longer answers at all
-                accepted = self._await(request_id, deadlines.accept, client_gone)
+                accepted = self._await(request_id, max(try_by - time.monotonic(), 0.0),
+                                       client_gone)
                 if accepted is not None:
                     break
                 self.reset()

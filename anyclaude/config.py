@@ -83,7 +83,7 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class TimeoutsConfig:
-    accept_s: float = 5.0
+    accept_s: float = 2.0          # the engine loop answers Accepted at once, even when busy
     first_frame_s: float = 1800.0
     idle_s: float = 120.0
     total_s: float = 7200.0

@@ -59,7 +59,7 @@ class KVStoreClient:
         self.retry_after, self.down_for, self.max_pending = retry_after, down_for, max_pending
         self.opener = opener                     # tests inject a failing one (disk full)
         self.counts = dict(lookups=0, writes=0, write_errors=0, rejected=0, skipped=0, dropped=0)
-        self._local = threading.local()
+        self._clients = bus.ThreadClients()
         self._cond = threading.Condition()
         self._pending: list[PutJob] = []
         self._busy = False
@@ -70,10 +70,7 @@ class KVStoreClient:
 
     # -- caller's thread --------------------------------------------------------------------
     def _client(self) -> bus.Client:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = bus.Client(self.name)
-        return client
+        return self._clients.client(self.name)
 
     def _request(self, msg, client: bus.Client | None = None):
         """One request; None (and a few seconds of not asking) when the store is away."""
@@ -144,10 +141,7 @@ class KVStoreClient:
             self._closed = True
             self._pending.clear()
             self._cond.notify_all()
-        client = getattr(self._local, "client", None)
-        if client is not None:
-            client.close()
-            self._local.client = None
+        self._clients.close_this_thread()
 
     def stats(self) -> dict:
         with self._cond:

@@ -26,6 +26,8 @@ plain dict, built and checked by the front door:
     temperature, top_p: float | None;  top_k: int | None
     stop_sequences: list[str]
     thinking: bool              the client asked for (or allowed) thinking
+    prompt: dict (optional)     the optimizer's rendered prompt for a local model, so the
+                                engine does not render again (anyclaude/prompt/handoff.py)
 
 Neutral engine events (``Delta.events``), one dict each:
 

@@ -26,6 +26,14 @@ class Core(Protocol):
     """``count`` may wait on the network: the service counts on a thread pool, not in its
     bus loop (the remote kinds)."""
 
+    model_dir: str
+    """The local model directory whose tokenizer and chat template render the prompt, so the
+    optimizer can count and render with the same code ("" for the remote kinds: their
+    upstream tokenizes)."""
+
+    fingerprint: str
+    """The model's id for caches and for the optimizer's handed-over prompt ("" remote)."""
+
     def count(self, request: dict) -> int:
         """The prompt tokens ``generate`` would process for this request."""
 

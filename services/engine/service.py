@@ -15,7 +15,6 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
@@ -53,7 +52,7 @@ class EngineService:
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=settings.engine.queue_size)
         self.concurrency = _concurrency(self.model_config)
         self.running: dict[bytes, Job] = {}
-        self.count_pool: ThreadPoolExecutor | None = None
+        self.count_workers: bus.Workers | None = None
         self.counters = {"requests": 0, "completed": 0, "cancelled": 0, "failed": 0,
                          "rejected": 0, "output_tokens": 0, "input_tokens": 0,
                          "cache_read_tokens": 0}
@@ -93,21 +92,14 @@ class EngineService:
     def on_count(self, call: bus.Call) -> None:
         if self.core is None:
             raise errors.ServiceUnavailable(f"{self.name} is still loading the model")
-        if self.count_pool is not None:   # the count may wait on an upstream: not in this loop
-            self.count_pool.submit(self._count, call)
+        if self.count_workers is not None:   # the count may wait on an upstream: not here
+            self.count_workers.handler(self._count)(call)
             return
-        tokens = self.core.count(call.message.request)
-        call.send(self._counted(tokens))
+        call.send(self._count(call))
 
-    def _count(self, call: bus.Call) -> None:
-        try:
-            tokens = self.core.count(call.message.request)
-            call.send(self._counted(tokens))
-        except errors.AnyclaudeError as exc:
-            call.send(messages.Error(exc.type, exc.message, exc.retryable))
-        except Exception as exc:
-            log.exception("engine.count_failed")
-            call.send(messages.Error("engine", f"count failed: {exc.__class__.__name__}: {exc}"))
+    def _count(self, call: bus.Call) -> messages.Message:
+        tokens = self.core.count(call.message.request)
+        return self._counted(tokens)
 
     def _counted(self, tokens: int) -> messages.Counted:
         return messages.Counted(int(tokens), self.core.context_window,
@@ -128,7 +120,9 @@ class EngineService:
             self.service.stop()
             return
         if self.core.slow_count:
-            self.count_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="count")
+            self.count_workers = bus.Workers(
+                "engine.count", 4,
+                on_crash=lambda exc: bus.error_reply(exc, "engine.count", crash_type="engine"))
         for i in range(1, self.concurrency):
             threading.Thread(target=self._work, name=f"generation-{i}", daemon=True).start()
         self.service.mark_ready()
@@ -231,7 +225,8 @@ class EngineService:
                                                   "cached_tokens", "bytes", "budget", "entries")
                             if k in cache}}}
         if self.core is not None:   # what Claude Code's launcher and the optimizer read
-            out.update(context_window=self.core.context_window,
+            out.update(model_dir=self.core.model_dir, fingerprint=self.core.fingerprint,
+                       context_window=self.core.context_window,
                        max_output_tokens=self.core.max_output_tokens,
                        window_source=getattr(getattr(self.core, "window", None), "source",
                                              "configured"))

@@ -100,6 +100,7 @@ def create_app(*, settings: Settings, engines, optimizer=None, breaker: Breaker,
                   stall_after=stall_after_s, progress_ping=progress_ping_s,
                   write_deadline=write_deadline_s if write_deadline_s is not None
                   else settings.timeouts.idle_s, early_grace=early_grace_s, clock=clock,
+                  accept_wait=settings.timeouts.accept_s + early_grace_s,
                   admission=admission, watch=watch)
     recorder = relay.recorder = Recorder()
     app = FrontDoorApp(middleware=[_Middleware(settings)])
@@ -202,6 +203,15 @@ def _search_off(query, allowed, blocked):
     return messages_mod.Results(error_code="unavailable", message="web search is not configured")
 
 
+def _counted(request: dict) -> int | None:
+    """The prompt tokens of the prompt the optimizer rendered (what the engine will run and
+    report in usage), or None when it rendered none."""
+    prompt = request.get("prompt")
+    if isinstance(prompt, dict) and isinstance(prompt.get("tokens"), int):
+        return prompt["tokens"]
+    return None
+
+
 def _disconnected(req) -> Callable[[], bool]:
     check = req.env.get("waitress.client_disconnected")
     return check if check is not None else (lambda: False)
@@ -264,8 +274,9 @@ class _Messages:
         return body
 
     def _prepare(self, request: dict, request_id: str, notes: list | None = None) -> dict:
-        """Route to a local model, let the optimizer rewrite (its notes go to ``notes``),
-        clamp max_tokens."""
+        """Route to a local model and let the optimizer fit it (its notes go to ``notes``): it
+        clamps max_tokens (it knows the prompt's size) and, for a local model, hands on the
+        rendered prompt."""
         request.setdefault("requested_model", request["model"])
         request["model"] = self.catalog.resolve(request["model"])
         noted = getattr(self.optimizer, "optimize_noted", None)
@@ -275,11 +286,6 @@ class _Messages:
                 notes.extend(said)
         elif self.optimizer is not None:
             request = self.optimizer.optimize(request)
-        limit = self.catalog.max_output(request["model"])
-        if limit and request["max_tokens"] > limit:
-            log.info("frontdoor.max_tokens_clamped", request_id=request_id,
-                     asked=request["max_tokens"], limit=limit, model=request["model"])
-            request["max_tokens"] = limit
         return request
 
     def _prepare_or_explain(self, request: dict, rid: str, local: str, notes: list) -> dict:
@@ -376,7 +382,9 @@ class _Messages:
         outcome = IGNORE
         try:
             self.relay.watch.check(request["model"])   # a down engine: answered at once
-            tokens = self.engines.count(request["model"], request)
+            tokens = _counted(request)    # the optimizer rendered it: its tokens, no hop
+            if tokens is None:            # the remote kinds: the upstream counts
+                tokens = self.engines.count(request["model"], request)
             outcome = SUCCESS
         except Exception as exc:
             outcome = outcome_of(exc)

@@ -31,10 +31,6 @@ class Catalog:
         raise NotFound(f"model: {requested} is not available here; configured models: "
                        f"{', '.join(models)} (claude-* ids are routed to {routes.default})")
 
-    def max_output(self, model_id: str) -> int | None:
-        cfg = self.settings.models.get(model_id)
-        return cfg.max_output_tokens if cfg is not None else None
-
     def info(self, model_id: str) -> dict:
         cfg = self.settings.models.get(model_id)
         if cfg is None:

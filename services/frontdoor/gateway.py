@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 
 from anyclaude import bus, errors, messages
 from anyclaude.config import Settings
 from anyclaude.token_count import Estimate
-
-
-class _PerThread:
-    """One bus.Client per (thread, service): sockets never cross threads."""
-
-    def __init__(self):
-        self._local = threading.local()
-
-    def client(self, name: str) -> bus.Client:
-        clients = getattr(self._local, "clients", None)
-        if clients is None:
-            clients = self._local.clients = {}
-        client = clients.get(name)
-        if client is None:
-            client = clients[name] = bus.Client(name)
-        return client
 
 
 class BusEngines:
@@ -34,7 +17,7 @@ class BusEngines:
         self.settings = settings
         self.deadlines = deadlines or bus.Deadlines(
             accept=t.accept_s, first_frame=t.first_frame_s, idle=t.idle_s, total=t.total_s)
-        self._clients = _PerThread()
+        self._clients = bus.ThreadClients()
 
     def stream(self, model_id: str, request: dict, *, request_id: str,
                client_gone: Callable[[], bool]) -> Iterator[messages.Message]:
@@ -77,7 +60,7 @@ class BusSearch:
 
     def __init__(self, settings: Settings):
         self.timeout = settings.search.timeout_s + 2.0
-        self._clients = _PerThread()
+        self._clients = bus.ThreadClients()
 
     def __call__(self):
         from .websearch import bus_search
@@ -86,10 +69,11 @@ class BusSearch:
 
 class BusOptimizer:
     def __init__(self, settings: Settings, *, timeout: float | None = None):
-        # The optimizer may ask the engine for exact counts (optimizer.count_timeout_s).
+        # The optimizer counts locally; it asks an engine only for where its tokenizer is
+        # (once per engine process) or, for a model it cannot tokenize, for a count.
         self.timeout = timeout if timeout is not None else (
             max(settings.timeouts.accept_s, 5.0) + settings.optimizer.count_timeout_s)
-        self._clients = _PerThread()
+        self._clients = bus.ThreadClients()
 
     def optimize(self, request: dict) -> dict:
         return self.optimize_noted(request)[0]

@@ -87,13 +87,15 @@ class Call:
 class Relay:
     def __init__(self, *, engines, breaker: Breaker, inflight: InFlight, threads: int,
                  ping_interval: float, stall_after: float, progress_ping: float,
-                 write_deadline: float, early_grace: float = 0.25, queue_size: int = 256,
+                 write_deadline: float, early_grace: float = 0.25, accept_wait: float = 0.0,
+                 queue_size: int = 256,
                  clock: Callable[[], float] = time.monotonic,
                  admission: Admission | None = None, watch: EngineWatch | None = None):
         self.engines, self.breaker, self.inflight = engines, breaker, inflight
         self.ping_interval, self.stall_after = ping_interval, stall_after
         self.progress_ping, self.write_deadline = progress_ping, write_deadline
         self.early_grace, self.queue_size, self.clock = early_grace, queue_size, clock
+        self.accept_wait = accept_wait   # headers wait this long for a first engine frame
         self.admission, self.watch = admission, watch
         self.pool = ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="relay")
         self.closing = threading.Event()
@@ -249,7 +251,7 @@ class Relay:
         except RuntimeError:   # the pool is shut down: we are stopping
             self.release(call)
             raise errors.Overloaded("the front door is shutting down") from None
-        early = job.first_decisive(self.early_grace)
+        early = job.first_decisive(self.early_grace, self.accept_wait)
         if early and isinstance(early[-1], BaseException):
             raise early[-1]    # refused before any byte: an HTTP status (the worker is done)
         if early and early[-1] is END:

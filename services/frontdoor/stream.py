@@ -96,15 +96,18 @@ class Job:
                     self.cut_off()
         return False
 
-    def first_decisive(self, grace: float) -> list:
-        """Frames up to the first one that is not Accepted, waiting at most ``grace`` s.
+    def first_decisive(self, grace: float, unanswered: float = 0.0) -> list:
+        """Frames up to the first one that is not Accepted, waiting at most ``grace`` s -
+        or up to ``unanswered`` s while nothing at all came (an engine that does not accept
+        is refused at the accept deadline, and that refusal, 529, is an HTTP status too).
 
         Lets an engine's immediate refusal (queue full, prompt too long, unsupported
-        content) become an HTTP status instead of an ``event: error``.
+        content, not accepting) become an HTTP status instead of an ``event: error``.
         """
         early: list = []
-        deadline = time.monotonic() + grace
-        while (left := deadline - time.monotonic()) > 0:
+        started = time.monotonic()
+        while (left := started + (grace if early else max(grace, unanswered))
+               - time.monotonic()) > 0:
             try:
                 item = self.queue.get(timeout=left)
             except queue.Empty:

@@ -9,7 +9,6 @@ Models served by no local engine (kinds openai/anthropic) get a conservative est
 from __future__ import annotations
 
 import json
-import threading
 
 from anyclaude import bus, errors, messages
 
@@ -26,7 +25,7 @@ class EngineCounter:
     def __init__(self, settings, *, timeout: float = 10.0):
         self.settings = settings
         self.timeout = timeout
-        self._local = threading.local()
+        self._clients = bus.ThreadClients()
         self.windows: dict[str, int] = {}   # context window each engine reported
 
     def __call__(self, request: dict) -> int:
@@ -54,15 +53,8 @@ class EngineCounter:
         return self.windows.get(model, 0)
 
     def _client(self, name: str) -> bus.Client:
-        clients = getattr(self._local, "clients", None)
-        if clients is None:
-            clients = self._local.clients = {}
-        if name not in clients:
-            clients[name] = bus.Client(name)
-        return clients[name]
+        return self._clients.client(name)
 
     def close(self) -> None:
         """Close this thread's clients."""
-        for client in getattr(self._local, "clients", {}).values():
-            client.close()
-        self._local.clients = {}
+        self._clients.close_this_thread()

@@ -1,49 +1,54 @@
 """The optimizer process: answers ``Optimize`` with ``Optimized`` over the bus.
 
-Optimizing needs exact token counts from an engine (a bus round trip), so requests run on a
-few worker threads; the bus loop only hands them out and stays free for heartbeats.
+It counts exactly with the model's own tokenizer and template (local_count.py), and hands
+the prompt it rendered on in the request it returns (``request["prompt"]``), so the engine
+does not render it again. Tokenizing a long prompt takes tens of milliseconds, so requests
+run on a few worker threads; the bus loop only hands them out and stays free for heartbeats.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
-import structlog
-
-from anyclaude import bus, errors, messages, optimizer_config
+from anyclaude import bus, messages, optimizer_config
 
 from .core import Optimizer
-from .counter import EngineCounter
-
-log = structlog.get_logger()
+from .local_count import LocalCounter
 
 
 class OptimizerService:
     def __init__(self, settings):
         config = getattr(settings, "optimizer", None) or optimizer_config.OptimizerConfig()
         optimizer_config.check(config, list(settings.models), settings.source)
-        self.counter = EngineCounter(settings, timeout=config.count_timeout_s)
+        self.counter = LocalCounter(settings, timeout=config.count_timeout_s)
         self.optimizer = Optimizer(settings, self.counter, window=self.counter.window)
-        self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="optimize")
-        self.service = bus.Service("optimizer", {messages.Optimize: self.handle},
-                                   info=self.optimizer.info)
+        self.workers = bus.Workers("optimizer", config.workers)
+        self.service = bus.Service("optimizer",
+                                   {messages.Optimize: self.workers.handler(self.work)},
+                                   info=self.info)
 
-    def handle(self, call: bus.Call) -> None:
-        self.pool.submit(self.work, call)
+    def work(self, call: bus.Call) -> messages.Message:
+        self.counter.begin()
+        request, notes = self.optimizer.optimize(_without_prompt(call.message.request))
+        prompt = self.counter.prompt_for(request)
+        if prompt is not None:
+            request = {**request, "prompt": prompt}
+        return messages.Optimized(request, notes)
 
-    def work(self, call: bus.Call) -> None:
-        try:
-            request, notes = self.optimizer.optimize(call.message.request)
-            reply = messages.Optimized(request, notes)
-        except errors.AnyclaudeError as exc:
-            reply = messages.Error(exc.type, exc.message, exc.retryable)
-        except Exception as exc:
-            log.exception("optimizer.failed")
-            reply = messages.Error("internal", f"optimizer: {exc.__class__.__name__}: {exc}")
-        call.send(reply)
+    def info(self) -> dict:
+        return {**self.optimizer.info(), "counts": dict(self.counter.stats),
+                "tokenizers": self.counter.loaded()}
 
     def run(self) -> None:
+        threading.Thread(target=self.counter.warm, name="warm", daemon=True).start()
         try:
             self.service.run()
         finally:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.workers.shutdown()
+
+
+def _without_prompt(request):
+    """A prompt rendered for an earlier request is never handed on for this one."""
+    if isinstance(request, dict) and "prompt" in request:
+        return {k: v for k, v in request.items() if k != "prompt"}
+    return request

@@ -7,14 +7,11 @@ A background thread refreshes the reachability shown in ``info`` every PROBE_INT
 
 from __future__ import annotations
 
-import signal
-import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
-from anyclaude import bus, config, errors, logs
+from anyclaude import bus, service_main
 from anyclaude.messages import Results, Search
 
 from .bridge import Bridge
@@ -26,52 +23,46 @@ PROBE_INTERVAL_S = 30.0
 log = structlog.get_logger()
 
 
-def main() -> None:
-    try:
-        settings = config.load_settings()
-    except errors.ConfigError as exc:
-        sys.exit(f"websearch: {exc.message}")
-    logs.configure("websearch", log_dir=settings.log_dir, console_level=settings.logging.level)
-    bridge = Bridge(settings.search)
-    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="search")
-    slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
-    stop = threading.Event()
-    if bridge.config_error:
-        log.error("websearch.bad_config", error=bridge.config_error)
-    elif not bridge.configured:
-        log.info("websearch.off", hint="set [search] searxng_url in anyclaude.toml")
+class WebsearchService:
+    def __init__(self, settings):
+        self.bridge = Bridge(settings.search)
+        self.stop = threading.Event()
+        if self.bridge.config_error:
+            log.error("websearch.bad_config", error=self.bridge.config_error)
+        elif not self.bridge.configured:
+            log.info("websearch.off", hint="set [search] searxng_url in anyclaude.toml")
+        self.workers = bus.Workers(
+            "websearch", WORKERS, max_waiting=MAX_IN_FLIGHT,
+            when_full=lambda: Results(error_code="too_many_requests",
+                                      message=f"more than {MAX_IN_FLIGHT} searches are waiting"),
+            on_crash=self._crashed)
+        self.service = bus.Service("websearch", {Search: self.workers.handler(self.search)},
+                                   info=self.bridge.info)
 
-    def work(call: bus.Call) -> None:
+    def search(self, call: bus.Call) -> Results:
+        return self.bridge.search(call.message)
+
+    @staticmethod
+    def _crashed(exc: BaseException) -> Results:
+        log.exception("websearch.search_crashed")
+        return Results(error_code="unavailable", message=f"web search failed: {exc}")
+
+    def probe_loop(self) -> None:
+        while not self.stop.is_set():
+            self.bridge.probe()
+            self.stop.wait(PROBE_INTERVAL_S)
+
+    def run(self) -> None:
+        threading.Thread(target=self.probe_loop, name="probe", daemon=True).start()
         try:
-            call.send(bridge.search(call.message))
-        except Exception as exc:
-            log.exception("websearch.search_crashed")
-            call.send(Results(error_code="unavailable", message=f"web search failed: {exc}"))
+            self.service.run()
         finally:
-            slots.release()
+            self.stop.set()
+            self.workers.shutdown()
 
-    def handle(call: bus.Call) -> None:
-        if not slots.acquire(blocking=False):
-            call.send(Results(error_code="too_many_requests",
-                              message=f"more than {MAX_IN_FLIGHT} searches are waiting"))
-            return
-        pool.submit(work, call)
 
-    def probe_loop() -> None:
-        while not stop.is_set():
-            bridge.probe()
-            stop.wait(PROBE_INTERVAL_S)
-
-    threading.Thread(target=probe_loop, name="probe", daemon=True).start()
-    service = bus.Service("websearch", {Search: handle}, info=bridge.info)
-    signal.signal(signal.SIGTERM, lambda *_: service.stop())
-    try:
-        service.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop.set()
-        pool.shutdown(wait=False, cancel_futures=True)
+def main() -> None:
+    service_main.run("websearch", WebsearchService)
 
 
 if __name__ == "__main__":

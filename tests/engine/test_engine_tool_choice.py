@@ -87,12 +87,12 @@ class Scripted(EngineCore):
     at_name = False
     fed: list[int] = []
 
-    def _forcing(self, request):
-        processors, fail = super()._forcing(request)
+    def _forcing(self, request, prompt):
+        processors, fail = super()._forcing(request, prompt)
         if self.script is not None and processors:
             plan = tool_choice.plan_for(self.family, vocab_of(self.tokenizer))
             ids = self.tokenizer.encode(self.script, add_special_tokens=False)
-            n_prompt = len(self._render(request).ids)
+            n_prompt = len(prompt.ids)
             processors = [ScriptAfterHead(self.tokenizer, plan, ids, self.eos_id, n_prompt,
                                           self.at_name), *processors]
         return processors, fail

@@ -335,9 +335,6 @@ total_s = {t['total_s']}
 ping_interval_s = {t['ping_interval_s']}
 restart_wait_s = {t['restart_wait_s']}
 
-[optimizer]
-count_timeout_s = 1.0
-
 [cache]
 dir = "{self.home / 'cache'}"
 disk_budget_mb = 32

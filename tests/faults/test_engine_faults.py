@@ -140,6 +140,34 @@ def test_row3_hang_mid_stream_idle_deadline_then_queued_request_accept_deadline(
     assert reply.json()["content"][0]["text"] == "ok"
 
 
+def test_hung_idle_engine_refuses_a_new_request_within_the_accept_deadline(system):
+    """SIGSTOP an idle engine: a new request is a 529 within accept_s (one deadline for the
+    try and its resend together), not after a token-count timeout - the optimizer counts
+    with its own tokenizer and asks the hung engine nothing."""
+    system.space_faults()
+    system.say(("to a hung engine", "never said"))
+    retry_until_ok(system, body("before the hang"))
+    assert system.service("optimizer")["info"]["tokenizers"] == ["tiny"]
+    pid = system.signal(signal.SIGSTOP)
+    try:
+        replies = []
+        for stream in (False, True):   # streaming too: an HTTP status, not an event: error
+            started = time.monotonic()
+            reply = system.post(body("to a hung engine", stream=stream), timeout=30)
+            replies.append((stream, reply, time.monotonic() - started))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for stream, reply, took in replies:
+        print(f"\n[hung] SIGSTOPped engine, stream={stream} -> HTTP {reply.status_code} after "
+              f"{took:.2f} s (accept deadline {TIMEOUTS['accept_s']} s)")
+        assert reply.status_code == 529, reply.text
+        assert reply.json()["error"]["type"] == "overloaded_error"
+        assert f"within {TIMEOUTS['accept_s']:g} s" in reply.json()["error"]["message"]
+        assert int(reply.headers["retry-after"]) >= 1
+        assert took < TIMEOUTS["accept_s"] + 1.0
+    retry_until_ok(system, body("fine after SIGCONT"))
+
+
 def test_deadline_before_headers_is_an_http_504(system):
     """Non-streaming: the engine stops answering during the prefill -> 504 timeout_error."""
     system.space_faults()

@@ -96,6 +96,22 @@ def test_count_tokens_errors_and_value(make_door):
     assert response.status_code == 500 and response.json()["error"]["type"] == "api_error"
 
 
+def test_count_tokens_of_a_rendered_prompt_needs_no_engine(make_door):
+    """The optimizer rendered the prompt (a local model): its token count is the answer,
+    with no Count hop to the engine; the same request's Generate carries that prompt."""
+    class Optimizer:
+        def optimize(self, request):
+            return {**request, "prompt": {"ids": b"\0" * 4 * 41, "tokens": 41}}
+
+    class NoCount(Engines):
+        def count(self, model_id, request):
+            raise AssertionError("count_tokens asked the engine")
+
+    door = make_door(engines=NoCount(OK), optimizer=Optimizer())
+    body = {k: v for k, v in BODY.items() if k != "max_tokens"}
+    assert post(door, body, "/v1/messages/count_tokens").json() == {"input_tokens": 41}
+
+
 def test_optimizer_crash_is_a_clean_500(make_door):
     class Optimizer:
         def optimize(self, request):

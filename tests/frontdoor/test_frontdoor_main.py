@@ -87,8 +87,9 @@ def test_refuses_to_start_exposed_without_a_key(tmp_path, run_dir):
 
 
 def test_process_serves_announces_ready_and_stops_on_term(tmp_path, fake_engines):
+    handed = {"ids": b"\x01\x00\x00\x00", "tokens": 1, "key": "k", "fingerprint": "f"}
     optimizer = bus.Service("optimizer", {Optimize: lambda call: call.send(
-        Optimized({**call.message.request, "system": ["optimized"]}))})
+        Optimized({**call.message.request, "system": ["optimized"], "prompt": handed}))})
     threading.Thread(target=optimizer.run, daemon=True).start()
     control = Control()
     port = free_port()
@@ -106,7 +107,10 @@ def test_process_serves_announces_ready_and_stops_on_term(tmp_path, fake_engines
             messages=[{"role": "user", "content": "fake:text via process"}])
         assert raw.parse().content[0].text == "via process"
         request = fake_engines["local-main"].request_of(raw.headers["request-id"])
-        assert request["system"] == ["optimized"] and request["max_tokens"] == 2048
+        assert request["system"] == ["optimized"]
+        # one place clamps max_tokens: the optimizer (this stand-in does not); the front door
+        # passes on what it returned, the rendered prompt included
+        assert request["max_tokens"] == 64000 and request["prompt"] == handed
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         assert (tmp_path / "logs" / "frontdoor.log").exists()

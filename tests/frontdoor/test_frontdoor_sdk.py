@@ -147,7 +147,23 @@ def test_haiku_routes_to_the_small_model(client, fake_engines):
     assert fake_engines["local-small"].request_of(raw.headers["request-id"])["model"] == "local-small"
 
 
-def test_max_tokens_is_clamped(client, fake_engines):
+class InProcessOptimizer:
+    """The real Optimizer behind the front door's optimize(request) -> request."""
+
+    def __init__(self, settings):
+        from anyclaude.services.optimizer.core import Optimizer
+        # a fixed count: this test is about who clamps max_tokens, not about counting
+        self.optimizer = Optimizer(settings, lambda request: 10)
+
+    def optimize(self, request: dict) -> dict:
+        return self.optimizer.optimize(request)[0]
+
+
+def test_max_tokens_is_clamped(make_door, fake_engines):
+    """One place clamps: the optimizer (it knows the prompt's size); the front door and
+    the engine pass it on."""
+    door = make_door(optimizer=InProcessOptimizer(make_settings()))
+    client = door.client()
     raw = client.messages.with_raw_response.create(model=MODEL, max_tokens=64000,
                                                    messages=user("hi"))
     assert raw.parse().stop_reason == "end_turn"

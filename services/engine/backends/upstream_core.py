@@ -37,6 +37,8 @@ Retry400 = Callable[[int, str, dict], "bytes | None"]
 class UpstreamCore:
     kind = "upstream"
     slow_count = True
+    model_dir = ""       # the upstream tokenizes: no local tokenizer for the optimizer
+    fingerprint = ""
 
     def __init__(self, model_id: str, cfg):
         self.model_id = model_id

@@ -16,9 +16,6 @@ sequences -> parse tool calls and thinking (output.py) -> batch events -> Done w
 
 from __future__ import annotations
 
-import hashlib
-import json
-import threading
 import time
 
 from anyclaude import errors
@@ -32,6 +29,7 @@ from anyclaude.services.engine.mlx.forcing import ForcedText, ForceRules, encode
 from anyclaude.services.engine.mlx.model import load_model
 from anyclaude.services.engine.parsing.output import OutputParser, choose_family, declared_family
 from anyclaude.services.engine.streamtext import EventBatcher, IncrementalDecoder, StopMatcher
+from anyclaude.prompt import handoff
 from anyclaude.prompt.template import ChatRenderer
 
 log = get_logger()
@@ -63,8 +61,7 @@ class EngineCore:
         self.prefill_step_size = int(prefill_step_size)
         self.delta_interval = delta_interval
         self.renderer = ChatRenderer(self.tokenizer, model_id=model_id)
-        self._renders: dict[bytes, object] = {}   # the last few renders (see _render)
-        self._render_lock = threading.Lock()
+        self.pin_lengths = handoff.PinLengths(self.renderer)
         try:
             self.family = choose_family(self.loaded.chat_template, self.loaded.model_type,
                                         None if tool_parser in ("", "auto") else tool_parser,
@@ -95,11 +92,16 @@ class EngineCore:
     def fingerprint(self) -> str:
         return self.loaded.fingerprint
 
+    @property
+    def model_dir(self) -> str:
+        """Where the tokenizer and chat template live (the optimizer loads them from here)."""
+        return str(self.loaded.path)
+
     # -- public -----------------------------------------------------------------------------
 
     def count(self, request: dict) -> int:
         """Exactly the number of tokens ``generate`` prefills for this request."""
-        return len(self._render(request).ids)
+        return len(self.renderer.render_prompt(request).ids)
 
     def generate(self, request: dict, emit, cancelled) -> None:
         run_generate(emit, lambda send: self._generate(request, send, cancelled),
@@ -112,14 +114,14 @@ class EngineCore:
         import mlx.core as mx
 
         started = time.monotonic()
-        prompt = self._render(request)
+        prompt, pin = self._prompt(request)
         ids = prompt.ids
         n_prompt = len(ids)
         if n_prompt > self.context_window - 1:  # room for at least one output token
             raise errors.PromptTooLong(n_prompt, self.context_window - 1)
         max_tokens = self._clamp_max_tokens(request, n_prompt)
         sampler = self._sampler(request)
-        processors, fail_after = self._forcing(request)
+        processors, fail_after = self._forcing(request, prompt)
         tools = request.get("tools") or []
         if (request.get("tool_choice") or {}).get("type") == "none":
             tools = []
@@ -131,7 +133,7 @@ class EngineCore:
         batcher = EventBatcher(lambda events: send(Delta(events=events)),
                                interval=self.delta_interval)
 
-        cache, reused, cache_note = self._prepare_cache(ids, request)
+        cache, reused, cache_note = self._prepare_cache(ids, request, pin)
         log.info("engine.generate.start", model=self.model_id, prompt_tokens=n_prompt,
                  reused_tokens=reused, max_tokens=max_tokens, forced=bool(processors))
 
@@ -181,6 +183,14 @@ class EngineCore:
         if fail_after:
             raise errors.EngineFailed("injected failure after the forced text (force file)")
         output_tokens = sum(1 for t in generated if t not in self.eos_ids)
+        self._log_done(finish, n_prompt, reused, output_tokens, started, first_token_at)
+        return Done(stop_reason=finish, stop_sequence=stops.matched,
+                    usage=self._usage(n_prompt, reused, output_tokens), cache=cache_note)
+
+    def _log_done(self, finish: str, n_prompt: int, reused: int, output_tokens: int,
+                  started: float, first_token_at: float | None) -> None:
+        import mlx.core as mx
+
         done_at = time.monotonic()
         ttft = (first_token_at or done_at) - started
         decode_s = done_at - (first_token_at or done_at)
@@ -189,36 +199,28 @@ class EngineCore:
                  prefill_tps=round((n_prompt - reused) / ttft, 1) if ttft > 0 else None,
                  decode_tps=round((output_tokens - 1) / decode_s, 1) if decode_s > 0 else None,
                  peak_mb=round(mx.get_peak_memory() / 2**20, 1))
-        return Done(stop_reason=finish, stop_sequence=stops.matched,
-                    usage=self._usage(n_prompt, reused, output_tokens), cache=cache_note)
 
     # -- pieces -----------------------------------------------------------------------------
 
-    def _render(self, request: dict):
-        """render_prompt, remembered for the last few requests: the optimizer's Count and
-        the Generate that follows carry the same conversation, and tokenizing a 16K-token
-        prompt costs ~30 ms on a small CPU. Rendering reads only the keys hashed here."""
-        key = hashlib.blake2b(json.dumps(
-            [request.get(k) for k in ("system", "tools", "messages", "tool_choice", "thinking")],
-            sort_keys=True, separators=(",", ":"), default=str).encode(),
-            digest_size=16).digest()
-        with self._render_lock:
-            found = self._renders.get(key)
-        if found is None:
-            found = self.renderer.render_prompt(request)
-            with self._render_lock:
-                self._renders[key] = found
-                while len(self._renders) > 4:
-                    self._renders.pop(next(iter(self._renders)))
-        return found
+    def _prompt(self, request: dict):
+        """(the prompt's ids etc., its system+tools length): the optimizer's render when it
+        handed one over for this very request and model, else rendered here (and logged:
+        the straight path renders once, in the optimizer)."""
+        prompt, pin, why = handoff.unpack(request, self.fingerprint)
+        if prompt is not None:
+            return prompt, pin
+        prompt = self.renderer.render_prompt(request)
+        log.info("engine.prompt.rendered_here", model=self.model_id, reason=why)
+        return prompt, self.pin_lengths(request, prompt.ids)
 
     def _clamp_max_tokens(self, request: dict, n_prompt: int) -> int:
         asked = int(request.get("max_tokens") or self.max_output_tokens)
         allowed = min(asked, self.max_output_tokens, self.context_window - n_prompt)
-        if allowed < asked:
-            log.info("engine.max_tokens_clamped", model=self.model_id, requested=asked,
-                     clamped=allowed, max_output_tokens=self.max_output_tokens,
-                     room_in_context=self.context_window - n_prompt)
+        if allowed < asked:   # the optimizer clamps; reaching this is a bug upstream of us
+            log.warning("engine.max_tokens_clamped", model=self.model_id, requested=asked,
+                        clamped=allowed, max_output_tokens=self.max_output_tokens,
+                        room_in_context=self.context_window - n_prompt,
+                        note="bug: the optimizer should have clamped max_tokens")
         return max(1, allowed)
 
     def _sampler(self, request: dict):
@@ -236,12 +238,12 @@ class EngineCore:
             top_k = defaults.get("top_k", 0)
         return make_sampler(temp=float(temp), top_p=float(top_p), top_k=int(top_k))
 
-    def _forcing(self, request: dict):
+    def _forcing(self, request: dict, prompt):
         """(logits processors, fail afterwards?): the force file's rule if one applies (it
         wins), else what enforces tool_choice any / tool (tool_choice.py), else none."""
         rule = self.forcing.pick_rule(request)
         if rule is None:
-            return tool_choice.processors(self, request), False
+            return tool_choice.processors(self, request, prompt), False
         hold = rule.get("hold_until") if isinstance(rule.get("hold_until"), str) else None
         return ([ForcedText(encode_exact(self.tokenizer, rule["say"]), self.eos_id,
                             hold_until=hold)], bool(rule.get("fail")))
@@ -263,9 +265,8 @@ class EngineCore:
         self.prefix_cache = PrefixCache(self.model, memory_budget_bytes=memory_budget_mb * 2**20,
                                         fingerprint=self.fingerprint, block_tokens=block_tokens,
                                         store=self.kv)
-        self._pin_lengths: dict[str, int] = {}
 
-    def _prepare_cache(self, ids: list[int], request: dict | None = None):
+    def _prepare_cache(self, ids: list[int], request: dict | None = None, pin: int = 0):
         """(prompt cache, number of leading ``ids`` it already holds, a note for Done.cache).
         The remainder ``ids[reused:]`` is never empty (on an exact hit one token is re-fed)."""
         from mlx_lm.models.cache import make_prompt_cache
@@ -275,7 +276,7 @@ class EngineCore:
         if request is not None and request.get("tools"):
             # Requests with tools are the main session's: keep their system+tools prefix
             # even when side calls (titles, summaries: no tools) fill the cache.
-            self.prefix_cache.pin(ids[:self._system_tools_length(request, ids)])
+            self.prefix_cache.pin(ids[:pin])
         cache, reused, source = self.prefix_cache.fetch(ids)
         note = {"prompt_tokens": len(ids), "reused": reused, "source": source}
         if reused < len(ids) // 2:
@@ -284,34 +285,12 @@ class EngineCore:
                      reused=reused, closest_match=matched, closest_entry_tokens=entry,
                      diverged_at=self._context_at(ids, matched))
             # positions only (the status page must not show prompt text)
-            fixed = self._system_tools_length(request, ids) if request is not None else 0
             note.update(diverged_at=matched, closest_match=entry,
-                        diverged_in="system+tools" if matched < fixed else "messages")
+                        diverged_in="system+tools" if matched < pin else "messages")
         else:
             log.info("engine.cache.hit", model=self.model_id, prompt_tokens=len(ids),
                      reused=reused, source=source)
         return cache, reused, note
-
-    def _system_tools_length(self, request: dict, ids: list[int]) -> int:
-        """Tokens of the prompt that belong to system + tools (cached per system+tools)."""
-        import hashlib
-        import json
-
-        key = hashlib.blake2b(json.dumps([request.get("system"), request.get("tools")],
-                                         sort_keys=True).encode(), digest_size=16).hexdigest()
-        if key not in self._pin_lengths:
-            probe = {**request, "messages": [{"role": "user", "content": [
-                {"type": "text", "text": "\u2063"}]}]}
-            other = self.renderer.render(probe)
-            n = 0
-            for a, b in zip(ids, other):
-                if a != b:
-                    break
-                n += 1
-            self._pin_lengths[key] = n
-            if len(self._pin_lengths) > 64:
-                self._pin_lengths.pop(next(iter(self._pin_lengths)))
-        return self._pin_lengths[key]
 
     def _context_at(self, ids: list[int], position: int) -> str:
         """A short piece of the prompt text where it diverged from the closest cached one."""

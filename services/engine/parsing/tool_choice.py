@@ -124,9 +124,10 @@ def vocab_of(tokenizer) -> Vocab:
     return held[1]
 
 
-def processors(core, request: dict) -> list | None:
+def processors(core, request: dict, prompt) -> list | None:
     """The logits processors that enforce the request's tool_choice on ``core``
-    (an EngineCore), or None when there is nothing to enforce."""
+    (an EngineCore) for ``prompt`` (its template.Rendered), or None when there is nothing
+    to enforce."""
     choice = request.get("tool_choice") or {}
     kind = choice.get("type")
     if kind not in FORCING:
@@ -143,7 +144,6 @@ def processors(core, request: dict) -> list | None:
         names = [t["name"] for t in tools]
         if not names:
             raise errors.InvalidRequest("tool_choice: type 'any' needs at least one tool")
-    prompt = core._render(request)
     vocab = vocab_of(core.tokenizer)
     plan = plan_for(core.family, vocab,
                     core.renderer.think_end if prompt.starts_in_thinking else None)
