@@ -84,12 +84,11 @@ class BatchRunner:
 
     def _loop(self) -> None:
         import mlx.core as mx
-        from mlx_lm.generate import BatchGenerator
 
         # The stream of this thread, as mlx_lm.server does: every array op of the batch and
         # of the prefix cache's fetch/store runs on it.
         stream = mx.default_stream(mx.default_device())
-        make = lambda: BatchGenerator(   # noqa: E731
+        make = lambda: _batch_generator(   # noqa: E731
             self.core.model, completion_batch_size=self.size, prefill_batch_size=self.size,
             prefill_step_size=self.core.prefill_step_size,
             stop_tokens=[(t,) for t in sorted(self.core.eos_ids)], stream=stream)
@@ -197,3 +196,27 @@ class BatchRunner:
     def _store(self, tokens: list[int], cache) -> None:
         if cache:
             self.core._finish_cache(cache, tokens)
+
+
+def _batch_generator(model, **kwargs):
+    """mlx-lm's BatchGenerator whose prompt batch hands over without copying when every
+    request in it finished its prompt at once (always the case for a request alone):
+    ``PromptProcessingBatch.split`` deep-copies the whole batch's KV and then gathers it
+    again, two copies of the prefix per request for nothing."""
+    from mlx_lm.generate import BatchGenerator, PromptProcessingBatch
+
+    class PromptBatch(PromptProcessingBatch):
+        def split(self, indices):
+            if sorted(indices) != list(range(len(self.uids))):
+                return super().split(indices)
+            moved = self.__class__.__new__(self.__class__)
+            moved.__dict__.update(self.__dict__)
+            self.uids, self.prompt_cache, self.tokens = [], [], []
+            self.samplers, self.logits_processors = [], []
+            self.max_tokens, self.stop_sequences = [], []
+            return moved
+
+    generator = BatchGenerator(model, **kwargs)
+    generator._prompt_batch = PromptBatch.empty(
+        model, generator.sampler, prefill_step_size=generator.prefill_step_size)
+    return generator
