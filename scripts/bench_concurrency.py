@@ -129,12 +129,13 @@ def bodies_for(kind: str, n: int, round_no: int, prefix: dict | None, tokens: in
 
 
 def start_mlx_server(model_dir: str, step: int, concurrency: int) -> tuple[subprocess.Popen, int]:
+    from anyclaude import blas
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlx_lm", "server", "--model", model_dir, "--port", str(port),
          "--prefill-step-size", str(step), "--decode-concurrency", str(concurrency),
          "--prompt-concurrency", str(concurrency), "--log-level", "WARNING"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=blas.engine_env())  # same BLAS
     deadline = time.monotonic() + 300
     while True:
         try:
