@@ -5,9 +5,10 @@ loads the model, marks the service ready, then runs requests one at a time in or
 
 The core depends on the model's kind: "mlx" runs the model here (EngineCore); "openai" and
 "anthropic" forward to an upstream server (backend_openai / backend_anthropic). Every kind
-runs ``concurrency`` requests at once, one worker thread each: the MLX core joins them into
-one continuous batch (mlx/batching.py), the upstream cores forward them side by side (and
-count on a small thread pool, since their counts may wait on the network).
+runs ``concurrency`` requests at once (anyclaude/engine_slots.py), one worker thread each:
+the MLX core joins them into one continuous batch (mlx/batching.py) when it is above 1, the
+upstream cores forward them side by side (and count on a small thread pool, since their
+counts may wait on the network).
 """
 
 from __future__ import annotations

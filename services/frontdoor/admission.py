@@ -8,9 +8,9 @@ waited is dropped there and never reaches the engine. Only ``slots`` requests pe
 are on the engine at any time, so the engine's own queue stays short and a crashed engine
 takes only the running request with it.
 
-Slots: ``models.<id>.concurrency`` (4 when unset, anyclaude/engine_slots.py), as the
-engine service runs them: an MLX model as one continuous batch, an upstream backend as
-that many requests in flight.
+Slots: ``models.<id>.concurrency`` (unset: 1 for mlx, 4 for remote kinds;
+anyclaude/engine_slots.py), as the engine service runs them: an MLX model above 1 as one
+continuous batch, an upstream backend as that many requests in flight.
 """
 
 from __future__ import annotations
