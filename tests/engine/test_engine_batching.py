@@ -72,6 +72,14 @@ def _merged(events):
     return out
 
 
+def batch_empties(core, within=5.0) -> bool:
+    """The batch thread counts its requests after each step: give it that step."""
+    deadline = time.monotonic() + within
+    while core.batch.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return core.batch.running == 0
+
+
 def run_together(core, reqs, cancel_after_first_delta=()):
     """Every request in its own thread, released at once; frames per request."""
     results = [None] * len(reqs)
@@ -175,4 +183,18 @@ def test_a_cancelled_request_leaves_the_batch_at_once_and_the_others_finish(
         assert got["events"] == alone["events"]
         assert got["usage"]["output_tokens"] == alone["usage"]["output_tokens"]
     assert outcome(results[4][0])["stop_reason"] == "end_turn"
-    assert batch_core.batch.running == 0
+    assert batch_empties(batch_core)
+
+
+def test_a_failing_request_fails_alone_and_its_neighbours_finish(batch_core, force):
+    # The force file's "fail" rule: the forced text, then an injected engine failure.
+    force(rules=[{"match": "breaks", "say": "about to fail", "fail": True}, *RULES])
+    reqs = [make_request("this one breaks"), make_request("long ok", max_tokens=60),
+            make_request("alpha ok")]
+    results = run_together(batch_core, reqs)
+    failed = results[0][-1]
+    assert isinstance(failed, Error) and failed.type != "cancelled"
+    assert "injected failure" in failed.message
+    assert outcome(results[1])["usage"]["output_tokens"] == 60
+    assert outcome(results[2])["stop_reason"] == "end_turn"
+    assert batch_empties(batch_core)
