@@ -54,7 +54,7 @@ class BenchSystem:
                  context_window: int = 32768, max_output_tokens: int = 256,
                  memory_budget_mb: int = 512, disk_budget_mb: int = 2048,
                  block_tokens: int = 256, prefill_step_size: int = 256,
-                 optimizer: str = "", port: int | None = None):
+                 optimizer: str = "", port: int | None = None, concurrency: int = 0):
         self.home, self.model_id = Path(home), model_id
         self.home.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -73,6 +73,7 @@ api_key = "{API_KEY}"
 path = "{model_dir}"
 context_window = {context_window}
 max_output_tokens = {max_output_tokens}
+{f"concurrency = {concurrency}" if concurrency else ""}
 
 [routes]
 default = "{model_id}"

@@ -4,9 +4,11 @@ The bus loop (main thread) only admits, cancels and answers counts; the generati
 loads the model, marks the service ready, then runs requests one at a time in order.
 
 The core depends on the model's kind: "mlx" runs the model here (EngineCore); "openai" and
-"anthropic" forward to an upstream server (backend_openai / backend_anthropic). Those run
-``concurrency`` requests at once (more generation threads) and count on a small thread
-pool, since their counts may wait on the network.
+"anthropic" forward to an upstream server (backend_openai / backend_anthropic). Every kind
+runs ``concurrency`` requests at once (anyclaude/engine_slots.py), one worker thread each:
+the MLX core joins them into one continuous batch (mlx/batching.py) when it is above 1, the
+upstream cores forward them side by side (and count on a small thread pool, since their
+counts may wait on the network).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import structlog
 
 from anyclaude import bus, errors, messages
 from anyclaude.config import Settings
+from anyclaude.engine_slots import engine_concurrency
 from anyclaude.services.engine.core import Core
 from anyclaude.token_count import is_estimate
 
@@ -123,10 +126,11 @@ class EngineService:
             self.count_workers = bus.Workers(
                 "engine.count", 4,
                 on_crash=lambda exc: bus.error_reply(exc, "engine.count", crash_type="engine"))
-        for i in range(1, self.concurrency):
-            threading.Thread(target=self._work, name=f"generation-{i}", daemon=True).start()
         self.service.mark_ready()
         self.core.warm_start()   # requests wait in the queue meanwhile (Accepted is sent)
+        # The other workers start after the warm start, which fills the prefix cache alone.
+        for i in range(1, self.concurrency):
+            threading.Thread(target=self._work, name=f"generation-{i}", daemon=True).start()
         self._work()
 
     def _work(self) -> None:
@@ -205,8 +209,9 @@ class EngineService:
                           memory_budget_mb=self.settings.cache.memory_budget_mb,
                           block_tokens=self.settings.cache.block_tokens,
                           kv_dir=str(self.settings.kv_dir),
-                          write_retry_s=self.settings.cache.write_retry_s)
-        log.info("engine.loaded", model=self.model_id)
+                          write_retry_s=self.settings.cache.write_retry_s,
+                          batch_size=self.concurrency)
+        log.info("engine.loaded", model=self.model_id, concurrency=self.concurrency)
         return core
 
     def info(self) -> dict:
@@ -257,8 +262,5 @@ def _device(kind: str) -> str:
 
 
 def _concurrency(cfg) -> int:
-    """Requests run at once: ``models.<id>.concurrency``, else 1 for mlx and 4 for upstreams."""
-    configured = int(getattr(cfg, "concurrency", 0) or 0)
-    if cfg.kind == "mlx":
-        return 1       # one model, one generation thread
-    return configured if configured > 0 else 4
+    """Requests run at once (anyclaude/engine_slots.py); for mlx, the batch size."""
+    return engine_concurrency(cfg)

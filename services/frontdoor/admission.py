@@ -8,9 +8,9 @@ waited is dropped there and never reaches the engine. Only ``slots`` requests pe
 are on the engine at any time, so the engine's own queue stays short and a crashed engine
 takes only the running request with it.
 
-Slots: 1 for a local (mlx) model - one generation thread; an upstream backend (openai,
-anthropic kinds) runs ``models.<id>.concurrency`` at once (4 when unset), as the engine
-service does.
+Slots: ``models.<id>.concurrency`` (unset: 1 for mlx, 4 for remote kinds;
+anyclaude/engine_slots.py), as the engine service runs them: an MLX model above 1 as one
+continuous batch, an upstream backend as that many requests in flight.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Callable
 import structlog
 
 from anyclaude import errors
+from anyclaude.engine_slots import engine_concurrency
 
 log = structlog.get_logger()
 
@@ -34,9 +35,7 @@ EWMA = 0.3
 
 
 def slots_for(model_config) -> int:
-    if getattr(model_config, "kind", "mlx") == "mlx":
-        return 1
-    return int(getattr(model_config, "concurrency", 0) or 0) or 4
+    return engine_concurrency(model_config)
 
 
 class Place:

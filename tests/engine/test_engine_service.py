@@ -24,6 +24,7 @@ def engine(tiny_model_dir, tmp_path_factory):
     force.write_text(json.dumps({"rules": []}))
     (home / "anyclaude.toml").write_text(
         f'[models.tiny]\npath = "{tiny_model_dir}"\ncontext_window = 2048\nmax_output_tokens = 64\n'
+        f'concurrency = 2\n'
         f'[engine]\nqueue_size = 2\nprefill_step_size = 64\nforce_file = "{force}"\n'
         f'[logging]\ndir = "{home / "logs"}"\n')
     env = {**os.environ, "ANYCLAUDE_RUN_DIR": run_dir,
@@ -124,7 +125,7 @@ def test_queue_overflow_is_overloaded(engine):
         t.start()
     for t in threads:
         t.join(120)
-    assert "overloaded" in results  # queue_size = 2, one running
+    assert "overloaded" in results  # queue_size = 2, two running (one batch)
     assert results.count("Done") >= 3
 
 

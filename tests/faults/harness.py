@@ -318,6 +318,9 @@ write_buffer_kb = 2
 path = "{model_path or self.model_dir}"
 context_window = 32768
 max_output_tokens = 8192
+# One slot: these rows are about admission, crashes and clients; they hold "the" slot with
+# the force file's hold_until, which would stall a whole batch. Batching: tests/engine.
+concurrency = 1
 
 [routes]
 default = "tiny"

@@ -1,4 +1,5 @@
-"""EngineCore: one model, one request at a time, in the caller's thread.
+"""EngineCore: one model; one request at a time in the caller's thread, or, with
+``batch_size`` > 1, concurrent requests decoded together in one batch (batching.py).
 
     core = EngineCore(path, model_id=..., context_window=..., max_output_tokens=...)
     core.count(request) -> int          exact prompt tokens (template + tools)
@@ -12,6 +13,7 @@ The path of a request: render the chat template to ids -> check the context wind
 pick a prompt cache (``_prepare_cache``: the longest cached prefix) -> stream_generate with the
 sampler and, for tests, a forcing logits processor -> decode tokens to text -> cut at stop
 sequences -> parse tool calls and thinking (output.py) -> batch events -> Done with usage.
+Everything from the render to the Done is one ``Turn`` (turn.py), shared with the batch.
 """
 
 from __future__ import annotations
@@ -20,15 +22,15 @@ import time
 
 from anyclaude import errors
 from anyclaude.logs import get_logger
-from anyclaude.messages import Delta, Done, Progress
+from anyclaude.messages import Done
 from anyclaude.modelfiles.window import window_for_model_dir
 
 from anyclaude.services.engine.parsing import tool_choice
 from anyclaude.services.engine.envelope import run_generate
 from anyclaude.services.engine.mlx.forcing import ForcedText, ForceRules, encode_exact
 from anyclaude.services.engine.mlx.model import load_model
-from anyclaude.services.engine.parsing.output import OutputParser, choose_family, declared_family
-from anyclaude.services.engine.streamtext import EventBatcher, IncrementalDecoder, StopMatcher
+from anyclaude.services.engine.mlx.turn import Cancelled as _Cancelled, Turn
+from anyclaude.services.engine.parsing.output import choose_family, declared_family
 from anyclaude.prompt import handoff
 from anyclaude.prompt.template import ChatRenderer
 
@@ -37,8 +39,6 @@ log = get_logger()
 ANTHROPIC_DEFAULT_TEMPERATURE = 1.0
 
 
-class _Cancelled(Exception):
-    pass
 
 
 class EngineCore:
@@ -49,7 +49,7 @@ class EngineCore:
                  tool_parser: str = "auto", force_file: str | None = None,
                  delta_interval: float = 0.03, memory_budget_mb: int = 0,
                  block_tokens: int = 256, kv_dir: str | None = None,
-                 write_retry_s: float | None = None):
+                 write_retry_s: float | None = None, batch_size: int = 1):
         self.loaded = load_model(model_path, model_id=model_id)
         self.model = self.loaded.model
         self.tokenizer = self.loaded.tokenizer
@@ -84,9 +84,15 @@ class EngineCore:
             log.warning("engine.window.above_memory_cap", model=model_id, **self.window.as_dict(),
                         note="the configured context_window may not fit in memory; "
                              "remove it to use what memory can hold")
+        # batch_size > 1: concurrent generate calls join one running batch (batching.py);
+        # 1: each call runs alone in the caller's thread (stream_generate).
+        self.batch = None
+        if batch_size > 1:
+            from anyclaude.services.engine.mlx.batching import BatchRunner
+            self.batch = BatchRunner(self, batch_size)
         log.info("engine.core.ready", model=model_id, family=self.family,
                  **self.window.as_dict(), max_output_tokens=self.max_output_tokens,
-                 prefill_step_size=self.prefill_step_size)
+                 prefill_step_size=self.prefill_step_size, batch_size=max(1, batch_size))
 
     @property
     def fingerprint(self) -> str:
@@ -104,8 +110,12 @@ class EngineCore:
         return len(self.renderer.render_prompt(request).ids)
 
     def generate(self, request: dict, emit, cancelled) -> None:
-        run_generate(emit, lambda send: self._generate(request, send, cancelled),
-                     model_id=self.model_id, cancelled=_Cancelled)
+        """Thread-safe when batching (batch_size > 1): each caller waits for its own request."""
+        if self.batch is not None:
+            produce = lambda send: self.batch.run(request, send, cancelled)  # noqa: E731
+        else:
+            produce = lambda send: self._generate(request, send, cancelled)  # noqa: E731
+        run_generate(emit, produce, model_id=self.model_id, cancelled=_Cancelled)
 
     # -- the request path -------------------------------------------------------------------
 
@@ -113,92 +123,30 @@ class EngineCore:
         from mlx_lm import stream_generate
         import mlx.core as mx
 
-        started = time.monotonic()
-        prompt, pin = self._prompt(request)
-        ids = prompt.ids
-        n_prompt = len(ids)
-        if n_prompt > self.context_window - 1:  # room for at least one output token
-            raise errors.PromptTooLong(n_prompt, self.context_window - 1)
-        max_tokens = self._clamp_max_tokens(request, n_prompt)
-        sampler = self._sampler(request)
-        processors, fail_after = self._forcing(request, prompt)
-        tools = request.get("tools") or []
-        if (request.get("tool_choice") or {}).get("type") == "none":
-            tools = []
-        parser = OutputParser(family=self.family, tools=tools, thinking=bool(request.get("thinking")),
-                              starts_in_thinking=prompt.starts_in_thinking,
-                              special_tokens=self.special_tokens)
-        stops = StopMatcher(request.get("stop_sequences") or [])
-        decoder = IncrementalDecoder(self.tokenizer)
-        batcher = EventBatcher(lambda events: send(Delta(events=events)),
-                               interval=self.delta_interval)
-
-        cache, reused, cache_note = self._prepare_cache(ids, request, pin)
-        log.info("engine.generate.start", model=self.model_id, prompt_tokens=n_prompt,
-                 reused_tokens=reused, max_tokens=max_tokens, forced=bool(processors))
+        turn = Turn(self, request, send)
+        cache, turn.reused, turn.cache_note = self._prepare_cache(turn.ids, request, turn.pin)
+        turn.log_start()
 
         def progress(processed: int, total: int) -> None:
             if cancelled():
                 raise _Cancelled()
-            send(Progress(processed=reused + processed, total=n_prompt))
+            turn.progress(processed)
 
-        generated: list[int] = []   # every token the model produced, EOS included
-        finish = "end_turn"
-        first_token_at = None
         responses = stream_generate(
-            self.model, self.tokenizer, mx.array(ids[reused:]), max_tokens=max_tokens,
-            sampler=sampler, logits_processors=processors, prompt_cache=cache,
+            self.model, self.tokenizer, mx.array(turn.ids[turn.reused:]),
+            max_tokens=turn.max_tokens, sampler=turn.sampler,
+            logits_processors=turn.processors, prompt_cache=cache,
             prefill_step_size=self.prefill_step_size, prompt_progress_callback=progress)
         try:
             for response in responses:
-                if first_token_at is None:
-                    first_token_at = time.monotonic()
-                generated.append(response.token)
-                if response.finish_reason == "stop":     # EOS: never text
-                    break
-                text = stops.feed(decoder.add(response.token))
-                batcher.add(parser.feed(text) if text else [])
-                if stops.matched is not None:
-                    finish = "stop_sequence"
-                    break
-                if response.finish_reason == "length":
-                    finish = "max_tokens"
+                if turn.feed(response.token, response.finish_reason):
                     break
                 if cancelled():
                     raise _Cancelled()
         finally:
             responses.close()
-            self._finish_cache(cache, ids + generated)
-        if finish != "stop_sequence":
-            tail = stops.feed(decoder.flush())
-            tail += stops.flush() if stops.matched is None else ""
-            if stops.matched is not None:
-                finish = "stop_sequence"
-            batcher.add(parser.feed(tail) if tail else [])
-        batcher.add(parser.finish())
-        batcher.flush()
-        if finish == "end_turn" and parser.tool_calls > 0:
-            finish = "tool_use"
-
-        if fail_after:
-            raise errors.EngineFailed("injected failure after the forced text (force file)")
-        output_tokens = sum(1 for t in generated if t not in self.eos_ids)
-        self._log_done(finish, n_prompt, reused, output_tokens, started, first_token_at)
-        return Done(stop_reason=finish, stop_sequence=stops.matched,
-                    usage=self._usage(n_prompt, reused, output_tokens), cache=cache_note)
-
-    def _log_done(self, finish: str, n_prompt: int, reused: int, output_tokens: int,
-                  started: float, first_token_at: float | None) -> None:
-        import mlx.core as mx
-
-        done_at = time.monotonic()
-        ttft = (first_token_at or done_at) - started
-        decode_s = done_at - (first_token_at or done_at)
-        log.info("engine.generate.done", model=self.model_id, stop_reason=finish,
-                 prompt_tokens=n_prompt, output_tokens=output_tokens, ttft_s=round(ttft, 3),
-                 prefill_tps=round((n_prompt - reused) / ttft, 1) if ttft > 0 else None,
-                 decode_tps=round((output_tokens - 1) / decode_s, 1) if decode_s > 0 else None,
-                 peak_mb=round(mx.get_peak_memory() / 2**20, 1))
+            self._finish_cache(cache, turn.tokens)
+        return turn.done(peak_mb=round(mx.get_peak_memory() / 2**20, 1))
 
     # -- pieces -----------------------------------------------------------------------------
 
