@@ -74,7 +74,11 @@ def test_engine_reports_download_progress_while_starting(tmp_path):
         assert up.returncode == 0, out + err
         total = sum(len(v) for k, v in files.items() if not k.endswith(".md"))
         assert seen, "no heartbeat carried the download"
-        assert all(state == "starting" and t == total for state, _, t in seen), seen
+        # "ready" may pair with the last heartbeat sent while starting (the supervisor marks the
+        # engine ready on its announce, before the next heartbeat replaces the info)
+        assert all(state in ("starting", "ready") and t == total for state, _, t in seen), \
+            sorted(set(seen))[-5:]
+        assert any(state == "starting" for state, _, _ in seen), seen
         assert any(0 < done < total for _, done, _ in seen), seen   # caught it mid-way
         assert "downloading fake-org/tiny-mlx" in table, table
         ready = json.loads(cli("status", "--json").stdout)
