@@ -30,6 +30,7 @@ from anyclaude.config import Settings
 from . import auth, parse, search_loop, search_route, sse
 from .admission import Admission, slots_for
 from .catalog import Catalog
+from .gateway import reductions_of
 from .inflight import InFlight, request_key
 from .metrics import Metrics, SystemStatus
 from .records import Recorder, optimizer_notes
@@ -191,14 +192,6 @@ def _on_error(req, resp, ex, params):
              message=message)
 
 
-def _reductions(notes: list) -> str:
-    """Which reductions of the system prompt and tools the optimizer ran ("" for none), for
-    the anyclaude-reductions header and the request's log line."""
-    names = next((n.get("names") for n in notes
-                  if isinstance(n, dict) and n.get("action") == "reductions"), None)
-    return ",".join(str(n) for n in names or [])
-
-
 def _search_off(query, allowed, blocked):
     return messages_mod.Results(error_code="unavailable", message="web search is not configured")
 
@@ -330,7 +323,7 @@ class _Messages:
             self.relay.admission.leave(place)
             self.breaker.record(IGNORE, trial=trial)
             raise
-        reductions = _reductions(notes)
+        reductions = reductions_of(notes)
         record.local = request["model"]
         record.optimizer = optimizer_notes(notes)
         log.info("frontdoor.request", request_id=rid, model=requested, local=request["model"],

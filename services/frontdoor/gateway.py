@@ -89,3 +89,11 @@ class BusOptimizer:
         if not isinstance(reply, messages.Optimized):
             raise errors.BadFrame(f"optimizer answered Optimize with {reply.kind}")
         return reply.request, list(reply.notes or [])
+
+
+def reductions_of(notes: list) -> str:
+    """Which reductions of the system prompt and tools the optimizer ran ("" for none), for
+    the anyclaude-reductions header and the request's log line."""
+    names = next((n.get("names") for n in notes
+                  if isinstance(n, dict) and n.get("action") == "reductions"), None)
+    return ",".join(str(n) for n in names or [])

@@ -29,7 +29,6 @@ Queries longer than ``MAX_QUERY_CHARS`` (500) answer query_too_long; searches be
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import string

@@ -41,7 +41,6 @@ import copy
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
@@ -50,6 +49,7 @@ from mlx_lm.models.cache import (KVCache, can_trim_prompt_cache, make_prompt_cac
 
 from anyclaude.logs import get_logger
 from anyclaude.kvstore_client import PutJob
+from anyclaude.services.engine.prefix.entry import Entry as _Entry, lcp as _lcp, plain as _plain
 from anyclaude.kvfiles import CacheFileError, chain_hashes
 
 from anyclaude.services.engine.prefix.cache_files import DTYPES, disk_layers, load_checked, read_checked, reusable
@@ -57,27 +57,6 @@ from anyclaude.services.engine.prefix.cache_files import DTYPES, disk_layers, lo
 log = get_logger()
 
 KNOWN_ON_DISK_S = 600.0     # trust "this prefix is on disk" this long, then write again
-
-
-@dataclass(eq=False)
-class _Entry:
-    ids: np.ndarray         # int32 token ids the KV covers
-    hashes: list            # chained hashes of its full blocks
-    layers: list            # plain KV: [(keys, values)] buffers >= len(ids); else the cache
-    nbytes: int
-    sliceable: bool
-    pinned: bool = False
-    from_disk: bool = False     # preloaded from the kvstore, not used yet
-
-
-def _lcp(a: np.ndarray, b: np.ndarray, limit: int) -> int:
-    m = min(len(a), len(b), limit)
-    diff = np.flatnonzero(a[:m] != b[:m])
-    return int(diff[0]) if diff.size else m
-
-
-def _plain(cache: list) -> bool:
-    return bool(cache) and all(type(c) is KVCache for c in cache)
 
 
 class PrefixCache:
