@@ -113,11 +113,26 @@ class AnthropicCore(UpstreamCore):
         if not translator.finished or translator.stop_reason is None:
             raise errors.EngineFailed(f"model {self.model_id}: the upstream closed the stream "
                                       "before message_stop", retryable=True)
-        usage = translator.final_usage()
+        usage = self._with_input(request, translator.final_usage())
         log.info("engine.upstream.done", model=self.model_id, upstream=url,
                  stop_reason=translator.stop_reason, **usage)
         return Done(stop_reason=translator.stop_reason, stop_sequence=translator.stop_sequence,
                     usage=usage)
+
+    def _with_input(self, request: dict, usage: dict) -> dict:
+        """An upstream that reports no input at all (seen from llama-server's /v1/messages
+        when its message_start went out before a slot read the prompt) gets the upstream's
+        own count of the same request instead of a 0 that would blind Claude Code's meter."""
+        read = sum(int(usage.get(k) or 0) for k in
+                   ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))
+        if read > 0:
+            return usage
+        try:
+            counted = int(self.count(request))
+        except errors.AnyclaudeError:
+            return usage
+        log.warning("engine.upstream.usage_without_input", model=self.model_id, counted=counted)
+        return {**usage, "input_tokens": counted}
 
     def error_for(self, status: int, headers: dict, raw: bytes, url: str) -> errors.AnyclaudeError:
         """The API's own words for the errors Claude Code reads (prompt too long, model
