@@ -91,6 +91,10 @@ class PinLengths:
     def __call__(self, request: dict, ids: list[int]) -> int:
         if not request.get("tools"):
             return 0   # only requests with tools (the main session) pin their prefix
+        return self.system_tools_length(request, ids)
+
+    def system_tools_length(self, request: dict, ids: list[int]) -> int:
+        """The system+tools length itself, with or without tools (where a miss diverged)."""
         key = hashlib.blake2b(json.dumps([request.get("system"), request.get("tools")],
                                          sort_keys=True).encode(), digest_size=16).hexdigest()
         with self._lock:

@@ -138,7 +138,10 @@ NET_MODULES = {"http.client", "urllib.request", "httpx", "httpx2", "requests", "
                "urllib3", "websocket", "websockets"}
 NET_CALLS = {"create_connection", "urlopen", "HTTPConnection", "HTTPSConnection"}
 ALLOWED = {"services/websearch/searxng.py", "services/websearch/probe.py",
-           "services/engine/backends/upstream_http.py"}
+           "services/engine/backends/upstream_http.py",
+           # starts a llama-server on 127.0.0.1 for the llama tests and bench_llama.py, and
+           # polls its /health there; no service imports it
+           "anyclaude/llamaserver.py"}
 
 
 def network_users() -> set[str]:

@@ -51,13 +51,16 @@ def test_schema_invalid_call_gets_claude_codes_error_and_the_corrected_call_runs
 
 
 def test_call_cut_by_max_tokens_is_never_run(system):
-    """The system's max_output_tokens is 256: the forced call below is cut inside its
-    command, so Claude Code gets text with stop_reason max_tokens, and runs nothing."""
+    """Claude Code asks for at most 256 output tokens (CLAUDE_CODE_MAX_OUTPUT_TOKENS, a
+    setting of the client, so the cut comes quickly; the test is about what a cut call
+    becomes): the forced call below is cut inside its command, so Claude Code gets text with
+    stop_reason max_tokens, and runs nothing."""
     cut_call = ('<tool_call>{"name": "Bash", "arguments": {"command": "echo anyclaude-cut-call '
                 + "and more words " * 200 + '"}}</tool_call>')
     system.say(("run the long call", cut_call), otherwise="Nothing else to do.")
     start = _engine_log_length(system)
-    run = run_claude(system, "run the long call")
+    run = run_claude(system, "run the long call",
+                     extra_env={"CLAUDE_CODE_MAX_OUTPUT_TOKENS": "256"})
     assert run.tool_uses() == [] and run.tool_results() == []
     texts = [b["text"] for e in run.events if e.get("type") == "assistant"
              for b in e["message"]["content"] if b.get("type") == "text"]

@@ -21,7 +21,7 @@ def exports(text: str) -> dict:
 
 
 def test_env_prints_the_settings_for_claude_code(system, tmp_path):
-    out = system.cli("env", env={"HOME": str(tmp_path)})
+    out = system.cli("env", env={"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")})
     assert out.returncode == 0, out.stderr
     env = exports(out.stdout)
     windows = compaction_windows(CONTEXT_WINDOW, 8192)   # the engine's, asked while running

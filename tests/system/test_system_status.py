@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from headless_chromium import browse  # noqa: E402
+from conftest import CONTEXT_WINDOW  # noqa: E402  (the model's declared window)
 
 SYSTEM_A = "You check the status page. " * 30
 SYSTEM_B = "An unrelated system prompt about gardening. " * 30
@@ -84,7 +85,7 @@ def test_status_json_tells_hits_and_where_a_miss_diverged(system, served):
     assert "diverged_at" in miss and 0 < miss["diverged_at"] < miss["prompt_tokens"], miss
     assert miss["diverged_in"] == "system+tools"          # the system prompt differs
     engine = next(s for s in data["services"] if s["name"] == "engine-tiny")["info"]
-    assert engine["device"].startswith("Device(") and engine["context_window"] == 32768
+    assert engine["device"].startswith("Device(") and engine["context_window"] == CONTEXT_WINDOW
 
 
 def test_page_renders_in_a_real_browser(system, served, tmp_path):

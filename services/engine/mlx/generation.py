@@ -233,8 +233,9 @@ class EngineCore:
                      reused=reused, closest_match=matched, closest_entry_tokens=entry,
                      diverged_at=self._context_at(ids, matched))
             # positions only (the status page must not show prompt text)
+            fixed = self.pin_lengths.system_tools_length(request, ids) if request else pin
             note.update(diverged_at=matched, closest_match=entry,
-                        diverged_in="system+tools" if matched < pin else "messages")
+                        diverged_in="system+tools" if matched < fixed else "messages")
         else:
             log.info("engine.cache.hit", model=self.model_id, prompt_tokens=len(ids),
                      reused=reused, source=source)
