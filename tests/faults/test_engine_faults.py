@@ -87,7 +87,7 @@ def test_row2_kill_before_any_output_is_retried_once_transparently(system):
     stream = system.raw(body(prompt, stream=True))
     stream.read_until(b"event: ping")                    # accepted, prefilling, nothing said
     pid = system.signal(signal.SIGKILL)
-    stream.read_to_end(timeout=40)
+    stream.read_to_end(timeout=90)   # restart (backoff, load) + a cold prefill
     events = stream.events()
     kinds = [k for k, _ in events]
     assert kinds.count("message_start") == 1 and kinds.count("message_stop") == 1, kinds
