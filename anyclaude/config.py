@@ -49,7 +49,7 @@ class ModelConfig:
     api_key_env: str = ""         # name of the environment variable holding the key
     display_name: str = ""
     base_urls: tuple = ()         # openai / anthropic: several upstreams of one model (cache affinity)
-    concurrency: int = 0          # requests run at once (mlx: batch size); 0 = 1 for mlx, 4 otherwise
+    concurrency: int = 0          # requests run at once (mlx: batch size); 0 = 4 (engine_slots.py)
     tokenizer: str = ""           # openai: local tokenizer dir for exact counts ("" = path if local)
     extra_params: bool = False    # openai: also send top_k and chat_template_kwargs.enable_thinking
     max_tokens_field: str = "max_tokens"   # openai: max_tokens | max_completion_tokens

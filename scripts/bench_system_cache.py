@@ -17,7 +17,7 @@ then the anyclaude engine's RSS over --rss-requests mixed requests (some sharing
 prefix, some continuing earlier conversations, some unrelated), sampled every 10.
 
     .venv/bin/python scripts/bench_system_cache.py [--tokens 16384] [--new 100] [--rounds 5]
-        [--preset tiny | --model-dir DIR] [--memory-budget-mb 512] [--step 256] [--block 64]
+        [--preset tiny [--layers N] | --model-dir DIR] [--concurrency N] [--memory-budget-mb 512] [--step 256] [--block 64]
         [--restarts 2] [--rss-requests 100] [--skip-mlx-server] [--keep]
 
 A full run on a 2-core CPU takes 6-11 minutes; --tokens 8192 --rss-requests 30 about 2.
@@ -383,6 +383,9 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=100, help="new tokens per warm request")
     parser.add_argument("--rounds", type=int, default=5, help="warm requests per server")
     parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--layers", type=int, default=None, help="layers of the preset")
+    parser.add_argument("--concurrency", type=int, default=0,
+                        help="anyclaude's models.<id>.concurrency (0: the default)")
     parser.add_argument("--model-dir", default="")
     parser.add_argument("--memory-budget-mb", type=int, default=512)
     parser.add_argument("--step", type=int, default=256, help="prefill step, both servers")
@@ -395,11 +398,12 @@ def main() -> None:
     args.restarts = max(1, args.restarts)
 
     from anyclaude.tinymodel import ensure_tiny_model
-    model_dir = Path(args.model_dir) if args.model_dir else ensure_tiny_model(preset=args.preset)
+    model_dir = Path(args.model_dir) if args.model_dir else ensure_tiny_model(preset=args.preset,
+                                                                               layers=args.layers)
     home = Path(tempfile.mkdtemp(prefix="bench-system-"))
     system = B.BenchSystem(home, model_dir, context_window=max(32768, args.tokens * 2),
                            memory_budget_mb=args.memory_budget_mb, prefill_step_size=args.step,
-                           block_tokens=args.block)
+                           block_tokens=args.block, concurrency=args.concurrency)
     mlx = None if args.skip_mlx_server else MlxServer(model_dir, args, home)
     started = time.monotonic()
     try:

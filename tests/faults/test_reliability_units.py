@@ -135,7 +135,7 @@ def test_move_requeues_on_the_routed_model_and_slots_by_kind():
     class Cfg:
         def __init__(self, kind, concurrency=0):
             self.kind, self.concurrency = kind, concurrency
-    assert slots_for(Cfg("mlx", 9)) == 9 and slots_for(Cfg("mlx")) == 1   # mlx: batch size
+    assert slots_for(Cfg("mlx", 9)) == 9 and slots_for(Cfg("mlx")) == 4   # mlx: batch size
     assert slots_for(Cfg("openai")) == 4
     assert slots_for(Cfg("anthropic", 2)) == 2
 
