@@ -52,11 +52,21 @@ class Service:
     """
 
     def __init__(self, name: str, handlers: dict[type[Message], Handler], *,
-                 info: Callable[[], dict] | None = None, heartbeat_interval: float = 1.0):
+                 info: Callable[[], dict] | None = None, heartbeat_interval: float = 1.0,
+                 fallback: Handler | None = None, supervised: bool = True,
+                 on_tick: Callable[[], None] | None = None, tick_s: float = POLL_MS / 1000):
+        """``fallback`` answers the kinds no handler takes (default: Commands get ping/info,
+        anything else a bad_frame Error). ``supervised=False`` (the supervisor's own control
+        socket) neither heartbeats nor announces ready. ``on_tick`` runs in the loop thread
+        before every poll, which waits at most ``tick_s``; it may call ``stop()``."""
         self.name = name
         self.handlers = {cls.kind: fn for cls, fn in handlers.items()}
+        self.fallback = fallback
         self.info = info or dict
         self.heartbeat_interval = heartbeat_interval
+        self.supervised = supervised
+        self.on_tick = on_tick
+        self.tick_ms = max(1, int(tick_s * 1000))
         self.state = "starting"
         self.ctx = zmq.Context.instance()
         self._outbox_address = f"inproc://outbox-{name}-{id(self)}"
@@ -66,6 +76,7 @@ class Service:
         self._ready = threading.Event()
         self._ready_sent = False
         self._calls: dict[bytes, Call] = {}  # peer+request_id -> Call, for marking gone
+        self._watched: dict[zmq.Socket, Callable[[zmq.Socket], None]] = {}
         self.seq = 0
 
     # -- public --
@@ -75,27 +86,52 @@ class Service:
     def stop(self) -> None:
         self._stop.set()
 
+    def watch(self, sock: zmq.Socket, reader: Callable[[zmq.Socket], None]) -> None:
+        """Poll ``sock`` in the loop too; ``reader(sock)`` runs in the loop thread when it
+        is readable (the supervisor's events SUB). Call before ``run``; the caller closes it."""
+        self._watched[sock] = reader
+
     def run(self, *, ready: bool = True) -> None:
         if ready:
             self._ready.set()
         self._loop_thread = threading.get_ident()
-        router = make_socket(self.ctx, zmq.ROUTER)
         path = socket_path(self.name)
         if path.exists():
             path.unlink()  # stale socket of a dead predecessor
+        router = make_socket(self.ctx, zmq.ROUTER)
         router.bind(endpoint(self.name))
         outbox = make_socket(self.ctx, zmq.PULL)
         outbox.bind(self._outbox_address)
-        pub = make_socket(self.ctx, zmq.PUB)
-        pub.connect(endpoint("events"))
+        pub = None
+        if self.supervised:
+            pub = make_socket(self.ctx, zmq.PUB)
+            pub.connect(endpoint("events"))
         self._router = router
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(outbox, zmq.POLLIN)
-        next_beat = 0.0
+        readers = {router: self._drain_router, outbox: self._drain_outbox, **self._watched}
         log.info("bus.service.listening", service=self.name, endpoint=endpoint(self.name))
         try:
-            while not self._stop.is_set():
+            self._loop(readers, pub)
+        finally:
+            self.state = "stopping"
+            for sock in (router, outbox, pub):
+                if sock is not None:
+                    sock.close(0)
+            if path.exists():
+                path.unlink()
+            log.info("bus.service.stopped", service=self.name)
+
+    def _loop(self, readers: dict, pub: zmq.Socket | None) -> None:
+        poller = zmq.Poller()
+        for sock in readers:
+            poller.register(sock, zmq.POLLIN)
+        next_beat = 0.0
+        while True:
+            if self.on_tick is not None:
+                self.on_tick()
+            if self._stop.is_set():
+                return
+            timeout = self.tick_ms
+            if pub is not None:
                 now = time.monotonic()
                 if self._ready.is_set() and not self._ready_sent:
                     self.state = "ready"
@@ -104,19 +140,9 @@ class Service:
                 if now >= next_beat:
                     self._heartbeat(pub)
                     next_beat = now + self.heartbeat_interval
-                timeout = max(0, min(POLL_MS, int((next_beat - now) * 1000)))
-                for sock, _ in poller.poll(timeout):
-                    if sock is router:
-                        self._drain_router(router)
-                    else:
-                        self._drain_outbox(outbox)
-        finally:
-            self.state = "stopping"
-            for sock in (router, outbox, pub):
-                sock.close(0)
-            if path.exists():
-                path.unlink()
-            log.info("bus.service.stopped", service=self.name)
+                timeout = max(0, min(timeout, int((next_beat - now) * 1000)))
+            for sock, _ in poller.poll(timeout):
+                readers[sock](sock)
 
     # -- loop internals --
     def _drain_router(self, router: zmq.Socket) -> None:
@@ -144,11 +170,11 @@ class Service:
             log.warning("bus.bad_frame", service=self.name, error=str(exc))
             self._route(peer, messages.encode(messages.Error("bad_frame", str(exc)), request_id))
             return
-        handler = self.handlers.get(msg.kind)
+        handler = self.handlers.get(msg.kind, self.fallback)
         call = Call(self, peer, request_id, msg)
         if handler is None:
             if isinstance(msg, messages.Command):
-                return self._builtin_command(call)
+                return self.builtin_command(call)
             text = f"service {self.name!r} does not handle {msg.kind} messages"
             call.send(messages.Error("bad_frame", text))
             return
@@ -164,7 +190,8 @@ class Service:
             log.exception("bus.handler_failed", service=self.name, kind=msg.kind)
             call.send(messages.Error("internal", f"{self.name}: {exc.__class__.__name__}: {exc}"))
 
-    def _builtin_command(self, call: Call) -> None:
+    def builtin_command(self, call: Call) -> None:
+        """ping and info, and the unknown-command reply (for a handler of its own Commands)."""
         name = call.message.name
         if name == "ping":
             call.send(messages.Reply(True, {"service": self.name, "state": self.state}))

@@ -14,6 +14,8 @@ EXIT_RUNNING = 3          # the supervisor's exit code when another one holds th
 
 
 class AlreadyRunning(Exception):
+    exit_code = EXIT_RUNNING   # what service_main exits with
+
     def __init__(self, pid: int | None):
         super().__init__(f"anyclaude is already running (pid {pid})")
         self.pid = pid

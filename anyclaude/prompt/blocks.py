@@ -153,16 +153,29 @@ def part(block: dict, where: str, media: Media) -> dict:
     raise UnsupportedContent(f"{where}: unsupported content block type {kind!r}")
 
 
+def custom_tool(tool: dict) -> dict:
+    """One request tool ({name, description, input_schema}) as the Anthropic API takes it:
+    the description only when there is one, an empty object schema when there is none. The
+    one place a request's tools are reshaped (see function_tool)."""
+    out = {"name": tool["name"]}
+    if tool.get("description"):
+        out["description"] = tool["description"]
+    out["input_schema"] = tool.get("input_schema") or {"type": "object", "properties": {}}
+    return out
+
+
+def function_tool(tool: dict) -> dict:
+    """One request tool as an OpenAI-style function tool (what HF templates, OpenAI-style
+    servers and mlx-lm's tool-call parsers read): ``{type, function: {name, description?,
+    parameters}}``."""
+    function = custom_tool(tool)
+    function["parameters"] = function.pop("input_schema")
+    return {"type": "function", "function": function}
+
+
 def function_tools(request: dict) -> list[dict]:
     """Anthropic custom tools -> OpenAI-style function tools (what HF templates expect too)."""
-    out = []
-    for tool in request.get("tools") or []:
-        function = {"name": tool["name"]}
-        if tool.get("description"):
-            function["description"] = tool["description"]
-        function["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}
-        out.append({"type": "function", "function": function})
-    return out
+    return [function_tool(tool) for tool in request.get("tools") or []]
 
 
 def merge_strict(messages: list[dict]) -> list[dict]:

@@ -47,7 +47,7 @@ class KVStoreProcess:
             else:
                 reply = store.recent(str(args.get("fingerprint") or ""), max_bytes)
         else:
-            return self.service._builtin_command(call)  # ping, info, and the unknown-name reply
+            return self.service.builtin_command(call)  # ping, info, and the unknown-name reply
         call.send(reply)
 
     def run(self) -> None:

@@ -230,26 +230,20 @@ class Optimizer:
         return out
 
 
-def check_shape(request) -> None:
-    """The front door builds requests; still, bad input is a clear error, never a crash."""
-    if not isinstance(request, dict):
-        raise errors.InvalidRequest("request: expected an object")
-    if not isinstance(request.get("model"), str):
-        raise errors.InvalidRequest("model: expected a string")
+def check_shape(request: dict) -> None:
+    """The front door validates every request (services/frontdoor/parse.py); this is only
+    what the optimizer itself reads before it could crash, for a request sent to it directly
+    over the bus (the Optimize frame already guarantees an object): a bad one is an
+    invalid_request naming the field, not an internal error."""
     msgs = request.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise errors.InvalidRequest("messages: at least one message is required")
     for i, message in enumerate(msgs):
         if not isinstance(message, dict) or not isinstance(message.get("content"), list):
             raise errors.InvalidRequest(f"messages.{i}: expected {{role, content: [blocks]}}")
-        if not all(isinstance(b, dict) for b in message["content"]):
-            raise errors.InvalidRequest(f"messages.{i}.content: every block must be an object")
     system = request.get("system") or []
     if not isinstance(system, list) or not all(isinstance(s, str) for s in system):
         raise errors.InvalidRequest("system: expected a list of strings")
-    tools = request.get("tools") or []
-    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-        raise errors.InvalidRequest("tools: expected a list of objects")
     max_tokens = request.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise errors.InvalidRequest("max_tokens: expected an integer of at least 1")

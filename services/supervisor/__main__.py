@@ -1,7 +1,6 @@
 """python -m anyclaude.services.supervisor: run the supervisor in the foreground."""
 
-import sys
-
 from anyclaude.services.supervisor.launch import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    main()

@@ -1,14 +1,14 @@
 """The supervisor loop: start children in dependency order, watch them, answer commands.
 
-One thread does everything: it polls the control ROUTER and the events SUB with a short
-timeout, then moves every child's state machine on. Signals only set a flag.
+One thread does everything: the control socket's bus.Service loop (the dispatch every service
+uses) also polls the events SUB, and before each poll moves every child's state machine on.
+Signals (installed by service_main, see ``drain``) only set a flag.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +45,8 @@ def child_env(plan: Planned, base: dict, run_dir: Path, config: Path | None) -> 
 
 
 class Supervisor:
+    stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)   # each one calls drain()
+
     def __init__(self, plans: list[Planned], policy: RestartPolicy, *, log_dir: Path,
                  config: Path | None = None, base_env: dict | None = None,
                  on_tick: Callable[[dict], None] | None = None, clock=time.monotonic):
@@ -79,41 +81,37 @@ class Supervisor:
 
     # -- the loop --
     def run(self) -> None:
-        """Run until stopped; returns once every child is gone. Needs the pidfile lock."""
+        """Run until stopped; returns once every child is gone. Needs the pidfile lock.
+        The control socket is a bus.Service named "control" (the same dispatch as every
+        service; commands run in this thread, between ticks); the events SUB is watched by
+        the same loop, and every tick moves the children's state machines on."""
         removed = pidfile.clean_sockets(self.run_dir)
         if removed:
             log.info("supervisor.stale_sockets_removed", sockets=removed)
-        ctx = zmq.Context()
-        control_sock = bus.make_socket(ctx, zmq.ROUTER)
-        events = bus.make_socket(ctx, zmq.SUB)
+        self.service = bus.Service("control", {}, fallback=self._command, supervised=False,
+                                   on_tick=self._tick, tick_s=TICK_S)
+        events = bus.make_socket(self.service.ctx, zmq.SUB)
         events.setsockopt(zmq.SUBSCRIBE, b"")
-        restore = self._install_signals()
         try:
-            control_sock.bind(bus.endpoint("control"))
             events.bind(bus.endpoint("events"))
-            poller = zmq.Poller()
-            poller.register(control_sock, zmq.POLLIN)
-            poller.register(events, zmq.POLLIN)
+            self.service.watch(events, self._drain_events)
             log.info("supervisor.started", services=self.order)
-            while True:
-                self._step(self.clock())
-                if self.on_tick is not None:
-                    self.on_tick(self.status())
-                if self.stopping and self._all_down():
-                    break
-                for sock, _ in poller.poll(int(TICK_S * 1000)):
-                    if sock is control_sock:
-                        self._drain_control(control_sock)
-                    else:
-                        self._drain_events(events)
+            self.service.run()
         finally:
             self._kill_all()
-            control_sock.close(0)
             events.close(0)
-            ctx.term()
             pidfile.clean_sockets(self.run_dir)
-            restore()
             log.info("supervisor.stopped")
+
+    def _tick(self) -> None:
+        self._step(self.clock())
+        if self.on_tick is not None:
+            self.on_tick(self.status())
+        if self.stopping and self._all_down():
+            self.service.stop()
+
+    def _command(self, call: bus.Call) -> None:
+        call.send(control.handle(self, call.message))
 
     def _step(self, now: float) -> None:
         for name in self.order:
@@ -154,25 +152,6 @@ class Supervisor:
                     child.state = "stopped"
 
     # -- sockets --
-    def _drain_control(self, sock: zmq.Socket) -> None:
-        for _ in range(100):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            peer, body = frames[0], frames[1:]
-            request_id = body[1] if len(body) >= 2 else b""
-            try:
-                msg, request_id = messages.decode(body)
-            except messages.WireError as exc:
-                reply = messages.Error("bad_frame", str(exc))
-            else:
-                reply = control.handle(self, msg)
-            try:
-                sock.send_multipart([peer, *messages.encode(reply, request_id)], zmq.NOBLOCK)
-            except zmq.ZMQError as exc:
-                log.info("supervisor.reply_undelivered", error=str(exc))
-
     def _drain_events(self, sock: zmq.Socket) -> None:
         for _ in range(1000):
             try:
@@ -188,19 +167,8 @@ class Supervisor:
                 if child is not None:
                     child.heartbeat(beat.pid, beat.info)
 
-    # -- signals --
-    def _install_signals(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-
-        def on_signal(signum, _frame):
-            self.signals += 1
-            self.request_stop(signal.Signals(signum).name)
-
-        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        previous = {sig: signal.signal(sig, on_signal) for sig in wanted}
-
-        def restore():
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        return restore
+    # -- signals (service_main installs them) --
+    def drain(self, why: str) -> None:
+        """A stop signal: children stop in reverse dependency order; a second one kills."""
+        self.signals += 1
+        self.request_stop(why)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 
+from anyclaude.prompt.blocks import custom_tool
 from anyclaude.websearch_text import call_query
 
 LOCAL_SIGNATURE = "YW55Y2xhdWRlLWxvY2Fs"   # the front door's marker, not a real signature
@@ -42,9 +43,7 @@ def messages_body(request: dict, *, model_name: str, max_tokens: int, cache: boo
     system = [{"type": "text", "text": s} for s in request.get("system") or [] if s]
     if system:
         body["system"] = system
-    tools = [{"name": t["name"], **({"description": t["description"]} if t.get("description") else {}),
-              "input_schema": t.get("input_schema") or {"type": "object", "properties": {}}}
-             for t in request.get("tools") or []]
+    tools = [custom_tool(t) for t in request.get("tools") or []]
     if tools:
         body["tools"] = tools
     if request.get("tool_choice"):

@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from anyclaude.prompt.blocks import function_tool
 from anyclaude.services.engine.parsing.toolcall_base import Candidate, Reader
 from anyclaude.services.engine.parsing.toolcall_json import call_from_obj, load_json
 
@@ -70,10 +71,10 @@ MARKERS = frozenset(m for spec in SPECS.values() for m in (spec.start, spec.end)
 
 
 def openai_tools(tools: list[dict]) -> list[dict]:
-    """The request's tools in the OpenAI shape mlx-lm's parsers read parameter types from."""
-    return [{"type": "function", "function": {"name": t["name"],
-                                              "parameters": t.get("input_schema") or {}}}
-            for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    """The request's tools in the OpenAI shape mlx-lm's parsers read parameter types from
+    (only ``function.name`` and ``function.parameters.properties`` matter to them)."""
+    return [function_tool(t) for t in tools
+            if isinstance(t, dict) and isinstance(t.get("name"), str)]
 
 
 _DS_CALL = re.compile(re.escape(_DS[2]) + r"(.*?)" + re.escape(_DS[3]), re.DOTALL)
