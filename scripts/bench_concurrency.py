@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Many clients at once: anyclaude (continuous batching) beside mlx_lm.server, one run.
 
-Both serve the same model directory (built offline: ``--preset qwen2.5-0.5b`` has
-Qwen2.5-0.5B's layer shape, ``--layers`` of them; random weights). For each client count
+Both serve the same model directory: ``--preset smollm2`` is the default model
+(SmolLM2-135M-Instruct's GGUF converted to float32 MLX: 30 layers), ``--preset qwen2.5-0.5b``
+(built offline) has Qwen2.5-0.5B's layer shape, ``--layers`` of them, random weights. For each client count
 (``--clients 1,2,4,8``) and each prompt kind, rounds alternate between the two servers
 (interleaved, so a busy neighbour on a shared machine hits both alike). A round starts N
 clients together, each streaming one reply of ``--tokens`` tokens at temperature 0:
@@ -34,8 +35,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import (BenchSystem, count_tokens, free_port, rss_mb, sized_request,  # noqa: E402
-                      stream_messages)
+from benchlib import (BenchSystem, bench_model_dir, count_tokens, free_port, rss_mb,  # noqa: E402
+                      sized_request, stream_messages)
 
 
 def ask_mlx_server(port: int, model_dir: str, body: dict) -> tuple[float, int]:
@@ -152,7 +153,7 @@ def main() -> int:
     parser.add_argument("--clients", default="1,2,4,8")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--preset", default="qwen2.5-0.5b")
+    parser.add_argument("--preset", default="qwen2.5-0.5b", help="smollm2 or a tinymodel preset")
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--prefix", type=int, default=1500, help="shared prefix tokens")
     parser.add_argument("--concurrency", type=int, default=8,
@@ -164,8 +165,7 @@ def main() -> int:
     clients = [int(c) for c in args.clients.split(",")]
     kinds = args.kinds.split(",")
 
-    from anyclaude.tinymodel import ensure_tiny_model
-    model_dir = str(ensure_tiny_model(preset=args.preset, layers=args.layers))
+    model_dir = str(bench_model_dir(args.preset, args.layers))
     home = Path(tempfile.mkdtemp(prefix="bench-concurrency-"))
     system = BenchSystem(home, Path(model_dir), model_id="bench", max_output_tokens=1024,
                          memory_budget_mb=1024, prefill_step_size=args.step,

@@ -17,7 +17,8 @@ then the anyclaude engine's RSS over --rss-requests mixed requests (some sharing
 prefix, some continuing earlier conversations, some unrelated), sampled every 10.
 
     .venv/bin/python scripts/bench_system_cache.py [--tokens 16384] [--new 100] [--rounds 5]
-        [--preset tiny [--layers N] | --model-dir DIR] [--concurrency N] [--memory-budget-mb 512] [--step 256] [--block 64]
+        [--preset tiny|smollm2|qwen2.5-0.5b [--layers N] | --model-dir DIR] [--concurrency N]
+        [--memory-budget-mb 512] [--step 256] [--block 64]
         [--restarts 2] [--rss-requests 100] [--skip-mlx-server] [--keep]
 
 A full run on a 2-core CPU takes 6-11 minutes; --tokens 8192 --rss-requests 30 about 2.
@@ -397,9 +398,8 @@ def main() -> None:
     args = parser.parse_args()
     args.restarts = max(1, args.restarts)
 
-    from anyclaude.tinymodel import ensure_tiny_model
-    model_dir = Path(args.model_dir) if args.model_dir else ensure_tiny_model(preset=args.preset,
-                                                                               layers=args.layers)
+    model_dir = Path(args.model_dir) if args.model_dir else B.bench_model_dir(args.preset,
+                                                                               args.layers)
     home = Path(tempfile.mkdtemp(prefix="bench-system-"))
     system = B.BenchSystem(home, model_dir, context_window=max(32768, args.tokens * 2),
                            memory_budget_mb=args.memory_budget_mb, prefill_step_size=args.step,

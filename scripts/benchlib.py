@@ -528,3 +528,16 @@ def local_counter(model_dir):
                                        for b in body.get("system") or []]}
         return len(renderer.render(internal))
     return count
+
+
+def bench_model_dir(preset: str, layers: int | None = None) -> Path:
+    """The model directory a benchmark serves: ``smollm2`` = the default model (its GGUF
+    converted to float32 MLX once, under ~/.cache/anyclaude-bench), else a random-weight
+    model of ``anyclaude.tinymodel``'s preset shape with ``layers`` layers."""
+    if preset == "smollm2":
+        from anyclaude.modelfiles.gguf import gguf_model_dir
+        from anyclaude.modelfiles.resolve import smollm2_gguf
+        cache = Path.home() / ".cache" / "anyclaude-bench"
+        return Path(gguf_model_dir(smollm2_gguf(), cache, model_id="smollm2", mode="float32").path)
+    from anyclaude.tinymodel import ensure_tiny_model
+    return ensure_tiny_model(preset=preset, layers=layers)
