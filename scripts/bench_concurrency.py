@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -35,8 +36,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import (BenchSystem, bench_model_dir, count_tokens, free_port, rss_mb,  # noqa: E402
-                      sized_request, stream_messages)
+from benchlib import (BenchSystem, bench_model_dir, claude_code_request,  # noqa: E402
+                      count_tokens, free_port, rss_mb, stream_messages)
 
 
 def ask_mlx_server(port: int, model_dir: str, body: dict) -> tuple[float, int]:
@@ -129,6 +130,24 @@ def bodies_for(kind: str, n: int, round_no: int, prefix: dict | None, tokens: in
     return out
 
 
+def shared_prefix(url: str, tokens: int, model_id: str) -> tuple[dict, int]:
+    """Claude Code's system prompt and 25 tools, the system text sized so that a shared
+    request (prefix + a one-line question) is about ``tokens`` prompt tokens as this model's
+    template renders it (a template that renders no tools, as SmolLM2's, gets a longer
+    system text instead). Returns the prefix and the request's exact size."""
+    def make(chars: int) -> dict:
+        request = claude_code_request(random.Random(7), system_chars=chars, turns=0,
+                                      description_chars=1600)
+        return {"system": request["system"], "tools": request["tools"]}
+
+    def size(prefix: dict) -> int:
+        return count_tokens(url, bodies_for("shared", 1, 0, prefix, 8, model_id)[0])
+    base, probe = size(make(0)), size(make(8000))
+    chars = max(0, int((tokens - base) * 8000 / max(1, probe - base)))
+    prefix = make(chars)
+    return prefix, size(prefix)
+
+
 def start_mlx_server(model_dir: str, step: int, concurrency: int) -> tuple[subprocess.Popen, int]:
     from anyclaude import blas
     port = free_port()
@@ -179,7 +198,8 @@ def main() -> int:
     try:
         prefix = None
         if "shared" in kinds:
-            prefix = sized_request(7, args.prefix, lambda b: count_tokens(system.url, b))
+            prefix, prefix_tokens = shared_prefix(system.url, args.prefix, "bench")
+            print(f"shared prefix: {prefix_tokens} prompt tokens with the question", flush=True)
             warm = bodies_for("shared", 1, -1, prefix, 1, "bench")[0]
             for ask in sides.values():   # both cache the shared prefix before any timing
                 ask(warm)
