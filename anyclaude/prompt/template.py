@@ -80,6 +80,19 @@ class ChatRenderer:
         return Rendered(ids=ids, text=text, prefill=prefill,
                         starts_in_thinking=text.rfind(self.think_start) > text.rfind(self.think_end))
 
+    def renders_tools(self) -> bool:
+        """Whether the chat template puts tools in the prompt at all: some (SmolLM2's) have no
+        place for them, so a model behind such a template never sees the tools it is offered."""
+        probe = {"system": [], "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "hello"}]}], "thinking": False}
+        tool = {"name": "probe_tool_x7", "description": "A probe.",
+                "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}
+        try:
+            return (self.render_prompt({**probe, "tools": [tool]}).text
+                    != self.render_prompt({**probe, "tools": []}).text)
+        except Exception:   # a template that fails on the probe: say nothing about it
+            return True
+
     def _apply(self, messages, tools, request, prefill: bool) -> str:
         if not messages:
             raise InvalidRequest("messages: at least one message is required")

@@ -168,3 +168,18 @@ def test_merge_strict_keeps_tool_turns_apart():
     merged = merge_strict(messages)
     assert [m["role"] for m in merged] == ["system", "assistant", "tool", "tool", "user"]
     assert merged[-1]["content"] == "later\n\nu"
+
+
+def test_a_template_that_renders_tools_is_told_apart_from_one_that_does_not(renderer):
+    """SmolLM2's template has no place for tools: the engine warns at load when the probe
+    renders the same text with and without a tool."""
+    assert renderer.renders_tools() is True
+
+    class NoToolsTokenizer:
+        def apply_chat_template(self, messages, tools=None, **kwargs):
+            return "".join(f"[{m['role']}]{m['content']}" for m in messages) + "[assistant]"
+
+        def encode(self, s, add_special_tokens=False):
+            return [ord(c) for c in s]
+
+    assert ChatRenderer(NoToolsTokenizer()).renders_tools() is False

@@ -84,6 +84,13 @@ class EngineCore:
             log.warning("engine.window.above_memory_cap", model=model_id, **self.window.as_dict(),
                         note="the configured context_window may not fit in memory; "
                              "remove it to use what memory can hold")
+        self.renders_tools = self.renderer.renders_tools()
+        if not self.renders_tools:
+            log.warning("engine.template.no_tools", model=model_id,
+                        note="this model's chat template has no place for tools: the tools a "
+                             "client offers (Claude Code's) never reach its prompt and it will "
+                             "not call them; for tool use, configure a model whose template "
+                             "supports tools")
         # batch_size > 1: concurrent generate calls join one running batch (batching.py);
         # 1: each call runs alone in the caller's thread (stream_generate).
         self.batch = None
@@ -92,7 +99,8 @@ class EngineCore:
             self.batch = BatchRunner(self, batch_size)
         log.info("engine.core.ready", model=model_id, family=self.family,
                  **self.window.as_dict(), max_output_tokens=self.max_output_tokens,
-                 prefill_step_size=self.prefill_step_size, batch_size=max(1, batch_size))
+                 prefill_step_size=self.prefill_step_size, batch_size=max(1, batch_size),
+                 renders_tools=self.renders_tools)
 
     @property
     def fingerprint(self) -> str:
